@@ -1,0 +1,123 @@
+"""The crop convention: how a face becomes the model's input square, and back.
+
+A crop is a square in frame pixels: centre (cx, cy), side length, and a roll angle (radians, the
+angle of the image-left -> image-right eye line). The model sees that square rotated upright and
+resized to `size` x `size`; it answers in crop fractions (0..1), which `Crop.to_frame` maps back.
+
+Training (train/) and the runtime (fkp_live/) both build crops with these functions, so the model
+sees at run time the kind of crop it was trained on. The constants (scale, rotate, detector box
+calibration) live in the model card.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .schemas import Schema
+
+
+@dataclass(frozen=True)
+class Crop:
+    cx: float
+    cy: float
+    side: float
+    angle: float = 0.0  # radians; positive when the image-right eye is lower than the left
+
+    def matrix(self, size: int) -> np.ndarray:
+        """2x3 affine mapping frame pixels to crop pixels (crop pixels span 0..size)."""
+        k = size / self.side
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        # rotate by -angle about the centre, scale, move the centre to size/2
+        a = np.array([[c * k, s * k], [-s * k, c * k]], dtype=np.float64)
+        t = np.array([size / 2, size / 2]) - a @ np.array([self.cx, self.cy])
+        return np.hstack([a, t[:, None]])
+
+    def inverse(self, size: int) -> np.ndarray:
+        return cv2.invertAffineTransform(self.matrix(size))
+
+    def to_frame(self, uv: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Crop fractions (..., 2) in 0..1 -> frame pixels."""
+        size = size or 1
+        m = self.inverse(size)
+        p = np.asarray(uv, dtype=np.float64) * size
+        return (p @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+    def from_frame(self, pts: np.ndarray) -> np.ndarray:
+        """Frame pixels (..., 2) -> crop fractions."""
+        m = self.matrix(1)
+        return (np.asarray(pts, dtype=np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+    def corners(self) -> np.ndarray:
+        return self.to_frame(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float32))
+
+
+def roll_from_eyes(eye_l: np.ndarray, eye_r: np.ndarray) -> float:
+    d = np.asarray(eye_r, dtype=np.float64) - np.asarray(eye_l, dtype=np.float64)
+    return float(math.atan2(d[1], d[0]))
+
+
+def crop_from_points(
+    pts: np.ndarray,
+    schema: Schema,
+    scale: float,
+    rotate: bool = True,
+    mask: np.ndarray | None = None,
+) -> Crop:
+    """The crop a model card's convention makes from keypoints (frame pixels, (N, 2)).
+
+    Roll comes from the eye line; the box is the points' extent measured in the upright frame,
+    its centre the box centre, its side `scale` times the longer edge.
+    """
+    pts = np.asarray(pts, dtype=np.float64)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+    angle = 0.0
+    if rotate:
+        eyes = schema.eye_centres(pts)
+        ok = True
+        if mask is not None and schema.eyes is None and schema.pupils is not None:
+            ok = all(mask[list(g)].all() for g in schema.pupils)
+        if eyes is not None and ok and np.all(np.isfinite(eyes)):
+            angle = roll_from_eyes(eyes[0], eyes[1])
+    use = pts if mask is None else pts[mask]
+    if len(use) == 0:
+        raise ValueError("no labelled points to build a crop from")
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, s], [-s, c]])  # frame -> upright
+    up = use @ rot.T
+    lo, hi = up.min(axis=0), up.max(axis=0)
+    centre_up = (lo + hi) / 2
+    centre = rot.T @ centre_up
+    side = float(max(hi - lo)) * scale
+    return Crop(float(centre[0]), float(centre[1]), max(side, 1.0), angle)
+
+
+def crop_from_box(
+    box: np.ndarray,
+    calibration: tuple[float, float, float],
+    angle: float = 0.0,
+) -> Crop:
+    """A detector box (x0, y0, x1, y1) -> crop, by the card's calibration (dx, dy, scale).
+
+    The crop's centre is the box centre moved by (dx, dy) box sizes (in the upright frame) and its
+    side is `scale` times the box size (the mean of width and height).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    size = ((x1 - x0) + (y1 - y0)) / 2
+    dx, dy, k = calibration
+    c, s = math.cos(angle), math.sin(angle)
+    ox, oy = dx * size, dy * size
+    cx = (x0 + x1) / 2 + c * ox - s * oy
+    cy = (y0 + y1) / 2 + s * ox + c * oy
+    return Crop(cx, cy, max(k * size, 1.0), angle)
+
+
+def warp(image: np.ndarray, crop: Crop, size: int, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Cut the crop out of `image` as a size x size image (same channels as `image`)."""
+    return cv2.warpAffine(
+        image, crop.matrix(size), (size, size), flags=cv2.INTER_LINEAR, borderMode=border,
+        borderValue=0,
+    )

@@ -1,0 +1,151 @@
+"""Keypoint inference through ONNX Runtime, driven entirely by the model card."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .card import ModelCard, ModelError, resolve
+from .crop import Crop, warp
+
+log = logging.getLogger("fkp_live")
+
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class DeviceError(Exception):
+    """The requested execution provider cannot run here."""
+
+
+def _session(path: str, device: str, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    available = ort.get_available_providers()
+    order = ["tensorrt", "cuda", "cpu"] if device == "auto" else [device]
+    if device not in ("auto", *_PROVIDERS):
+        raise DeviceError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
+    last_err = None
+    for dev in order:
+        wanted = _PROVIDERS[dev]
+        if wanted[0] not in available:
+            continue
+        try:
+            sess = ort.InferenceSession(path, sess_options=opts, providers=wanted)
+        except Exception as e:  # a provider listed but its libraries missing, a bad file
+            if "INVALID_PROTOBUF" in str(e) or "Protobuf parsing failed" in str(e):
+                raise ModelError(f"model file {path} is not a valid ONNX model ({e}); re-export it") from e
+            last_err = e
+            continue
+        # ONNX Runtime silently falls back to CPU when a GPU provider's libraries are missing.
+        if sess.get_providers()[0] == wanted[0]:
+            return sess, dev
+        last_err = RuntimeError(f"{wanted[0]} could not be loaded (CUDA/TensorRT libraries missing?)")
+    if device == "auto":
+        raise DeviceError(f"no ONNX Runtime execution provider could load {path}: {last_err}")
+    raise DeviceError(
+        f"--device {device}: {last_err or _PROVIDERS[device][0] + ' is not available'}; "
+        "use --device cpu or --device auto"
+    )
+
+
+@dataclass
+class Prediction:
+    points: np.ndarray  # (N, 2) frame pixels
+    confidence: float
+
+
+class Landmarker:
+    """Load a model (shipped name or .onnx path) and its card; run batches of crops."""
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
+                 threads: int | None = None):
+        self.onnx_path, card_path = resolve(model)
+        self.card = ModelCard.load(card_path)
+        self.schema = self.card.keypoints
+        self.session, self.device = _session(str(self.onnx_path), device, threads)
+        inp = self.session.get_inputs()[0]
+        shape = inp.shape
+        expect = [self.card.channels, self.card.input_size, self.card.input_size]
+        if len(shape) != 4 or [s for s in shape[1:]] != expect:
+            raise ModelError(
+                f"model {self.onnx_path} takes input {shape} but its card says "
+                f"[batch, {', '.join(map(str, expect))}]; the card does not belong to this model"
+            )
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if self.card.points_output not in outs:
+            raise ModelError(
+                f"model {self.onnx_path} has no output {self.card.points_output!r} (has "
+                f"{', '.join(outs)}); the card does not belong to this model"
+            )
+        n_out = outs[self.card.points_output].shape[1]
+        if isinstance(n_out, int) and n_out != self.schema.n:
+            raise ModelError(
+                f"model {self.onnx_path} predicts {n_out} points but its card's schema "
+                f"{self.schema.name!r} has {self.schema.n}"
+            )
+        self._outputs = [self.card.points_output]
+        if self.card.confidence_output and self.card.confidence_output in outs:
+            self._outputs.append(self.card.confidence_output)
+        self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self._std = np.asarray(self.card.std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    @property
+    def size(self) -> int:
+        return self.card.input_size
+
+    def prepare(self, image: np.ndarray, crops: list[Crop]) -> np.ndarray:
+        """Cut, convert and normalise crops from one frame: (B, C, S, S) float32."""
+        s = self.size
+        image = as_channels(image, self.card.channels)
+        batch = np.empty((len(crops), s, s, self.card.channels), dtype=np.uint8)
+        for i, c in enumerate(crops):
+            w = warp(image, c, s)
+            batch[i] = w.reshape(s, s, self.card.channels)
+        return self.normalise(batch)
+
+    def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
+        """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""
+        x = batch_u8.astype(np.float32).transpose(0, 3, 1, 2) * (1.0 / 255.0)
+        return (x - self._mean) / self._std
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,))."""
+        out = self.session.run(self._outputs, {self.card.input_name: batch})
+        pts = out[0].reshape(len(batch), self.schema.n, 2)
+        conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
+        return pts, conf
+
+    def __call__(self, image: np.ndarray, crops: list[Crop]) -> list[Prediction]:
+        if not crops:
+            return []
+        pts, conf = self.run(self.prepare(image, crops))
+        return [Prediction(c.to_frame(p), float(k)) for c, p, k in zip(crops, pts, conf)]
+
+
+def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Any frame (grey, BGR, BGRA) -> the channel count a model wants (uint8)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return image if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    c = image.shape[2]
+    if c == 1:
+        return image[:, :, 0] if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if c == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif c != 3:
+        raise ValueError(f"frames must have 1, 3 or 4 channels, got {c}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if channels == 1 else image

@@ -1,0 +1,1 @@
+"""fkp-live's training wing: datasets, augmentation, networks, the fit loop, metrics, export."""
