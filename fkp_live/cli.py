@@ -1,0 +1,403 @@
+"""`fkp-live`: track facial keypoints in a camera, video file, image folder or the demo."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("fkp_live")
+
+EXAMPLES = """\b
+Examples:
+  fkp-live --demo                            the built-in moving portrait, in a window
+  fkp-live --camera 0                        webcam 0; q or Esc quits
+  fkp-live --video talk.mp4 -o talk_fkp.mp4 --csv talk.csv --no-display
+                                             annotated video (audio kept) and a CSV of points
+  fkp-live --images faces/ --csv faces.csv   one CSV row per face per image (file in `source`)
+  fkp-live --video talk.mp4 --draw points,box,ids,fps --smooth 2 --max-faces 2
+  fkp-live --video talk.mp4 --device cpu --threads 2 --stats --no-display
+  fkp-live bench --video talk.mp4            speed, memory and smoothing figures
+
+\b
+Every option can also come from the environment: FKP_LIVE_<OPTION>, e.g.
+  FKP_LIVE_DEVICE=cpu FKP_LIVE_NO_DISPLAY=1 fkp-live --video talk.mp4 --csv out.csv
+
+\b
+CSV columns: frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1}
+(+ source for --images); a frame without a face has one row with face_id -1, success 0.
+Exit status: 0 done, 1 failed while running, 2 bad usage or input, 130 interrupted.
+Ctrl-C (or SIGTERM) stops after the current frame: outputs are finalised and playable.
+"""
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class RunResult:
+    frames: int = 0
+    faces: int = 0
+    frames_with_face: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    quit: bool = False
+    ids: set = field(default_factory=set)
+
+
+class StopFlag:
+    """Set by the first Ctrl-C / SIGTERM: the loop ends after the frame in hand, so every output is
+    closed properly. A second signal raises KeyboardInterrupt at once (outputs are still closed)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, _frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop, self.signal = True, signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def process(source, tracker, *, mp4=None, csv=None, jsonl=None, window=None, layers=frozenset(),
+            max_frames=None, stop: StopFlag | None = None, progress=None, on_events=None) -> RunResult:
+    """The loop: read, track, draw, write. Each stage's time goes to tracker.timings."""
+    from .draw import draw
+
+    res = RunResult()
+    timings = tracker.timings
+    need_image = mp4 is not None or (window is not None and window.enabled)
+    schema = tracker.schema
+    still = source.still
+    fps_ema = None
+    it = iter(source)
+    t_start = time.perf_counter()
+    last = t_start
+    while True:
+        if stop is not None and stop.stop:
+            res.interrupted = True
+            break
+        if max_frames is not None and res.frames >= max_frames:
+            break
+        t0 = time.perf_counter()
+        try:
+            frame = next(it)
+        except StopIteration:
+            break
+        timings.add("decode", time.perf_counter() - t0)
+        if still:
+            tracker.reset()
+        faces = tracker(frame)
+        if on_events is not None and tracker.events:
+            on_events(frame, tracker.events)
+        if need_image:
+            t1 = time.perf_counter()
+            draw(frame.image, faces, schema, layers, fps_ema)
+            timings.add("draw", time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        if mp4 is not None:
+            mp4.write(frame.image, frame.pts_seconds)
+        if csv is not None:
+            csv.write(frame, faces)
+        if jsonl is not None:
+            jsonl.write(frame, faces)
+        if window is not None and not window.show(frame.image):
+            res.quit = True
+        now = time.perf_counter()
+        timings.add("write", now - t2)
+        dt = now - last
+        last = now
+        fps_ema = 1.0 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+        res.frames += 1
+        res.faces += len(faces)
+        res.frames_with_face += bool(faces)
+        res.ids.update(f.id for f in faces)
+        if progress is not None:
+            progress(res, fps_ema, len(faces))
+        if res.quit:
+            break
+    res.seconds = time.perf_counter() - t_start
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+class _TqdmHandler(logging.Handler):
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(verbose: int) -> None:
+    log.handlers.clear()
+    h = _TqdmHandler()
+    h.setFormatter(logging.Formatter("fkp-live: %(message)s"))
+    log.addHandler(h)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _fail(message: str) -> None:
+    click.echo(f"fkp-live: error: {message}", err=True)
+
+
+class FkpCommand(click.Command):
+    """Usage errors as one line (not click's three), and our exit codes, however it is invoked."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name or "fkp-live", complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            _fail(f"{e.format_message()} (see fkp-live --help)")
+            rv = e.exit_code
+        except click.exceptions.Abort:
+            rv = 130
+        if standalone_mode:
+            sys.exit(rv or 0)
+        return rv
+
+
+def _make_tracker(o: dict):
+    """The Tracker, with ONNX Runtime's provider probing kept off the terminal: on a machine
+    without CUDA/TensorRT libraries, device auto tries them first and they print pages of errors."""
+    import io
+
+    import onnxruntime as ort
+
+    from .detect import quiet_stderr
+    from .pipeline import Tracker
+
+    quiet = not o["verbose"]
+    if quiet:
+        ort.set_default_logger_severity(4)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), quiet_stderr(quiet and o["device"] == "auto"):
+        tracker = Tracker(model=o["model"], device=o["device"], threads=o["threads"], detector=o["detector"],
+                          redetect_every=o["redetect_every"], max_faces=o["max_faces"],
+                          smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"])
+    if captured.getvalue().strip():
+        log.debug("ONNX Runtime: %s", captured.getvalue().strip())
+    return tracker
+
+
+def _device_line(tracker) -> str:
+    sess = tracker.landmarker.session
+    return (f"model {tracker.landmarker.onnx_path.name} ({tracker.schema.name}, {tracker.schema.n} points) "
+            f"on {tracker.device} ({sess.get_providers()[0]}), detector {tracker.detector_name}")
+
+
+@click.command(cls=FkpCommand, epilog=EXAMPLES, context_settings=dict(
+    help_option_names=["-h", "--help"], auto_envvar_prefix="FKP_LIVE", max_content_width=100))
+@click.option("--camera", type=int, metavar="N", help="Read camera number N (0 is the first).")
+@click.option("--video", metavar="PATH", help="Read a video file (any format FFmpeg reads).")
+@click.option("--images", metavar="DIR", help="Read every image in a folder, sorted by name.")
+@click.option("--demo", is_flag=True, help="The built-in demo: a portrait moving smoothly (needs nothing).")
+@click.option("--demo-frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Length of the demo.")
+@click.option("--model", metavar="NAME|PATH", default=None,
+              help="A shipped model name or an .onnx file with its .json card beside it [default: ibug68].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
+              show_default=True, help="Where ONNX Runtime runs the model; auto picks the best available.")
+@click.option("--detector", type=click.Choice(["auto", "blazeface", "blazeface-full", "haar"]), default="auto",
+              show_default=True, help="Face detector: BlazeFace short range (near faces), full range "
+              "(small faces), Haar (no MediaPipe); auto = short range, retrying full range when it finds none.")
+@click.option("--redetect-every", type=click.IntRange(min=1), default=30, show_default=True, metavar="N",
+              help="Look for new faces every N frames (faces are also re-detected whenever one is lost).")
+@click.option("--max-faces", type=click.IntRange(1, 64), default=5, show_default=True, metavar="N",
+              help="Track at most N faces.")
+@click.option("--smooth", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="STRENGTH",
+              help="Kalman smoothing strength; higher is steadier, 0 is off.")
+@click.option("--no-smooth", is_flag=True, help="Raw keypoints, no smoothing.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Drop a face when the model's confidence falls below this.")
+@click.option("-o", "--output", metavar="OUT.mp4", help="Write the annotated video (H.264 MP4, source audio kept).")
+@click.option("--draw", "draw_layers", metavar="LAYERS", default="points,contours,ids", show_default=True,
+              help="Overlay: any of points,contours,ids,box,fps (or all, none).")
+@click.option("--csv", metavar="PATH", help="Write keypoints as CSV (OpenFace-style columns).")
+@click.option("--jsonl", metavar="PATH", help="Write keypoints as JSON Lines, one frame per line.")
+@click.option("--no-display", is_flag=True, help="No window (the default where there is no display).")
+@click.option("--max-frames", type=click.IntRange(min=1), metavar="N", help="Stop after N frames.")
+@click.option("--stats", is_flag=True, help="Print the per-stage timing table and memory at the end.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="ONNX Runtime threads [default: all cores].")
+@click.option("-v", "--verbose", count=True, help="Log faces found and lost; show tracebacks.")
+@click.version_option(package_name="fkp-live", prog_name="fkp-live")
+def run(camera, video, images, demo, demo_frames, model, device, detector, redetect_every, max_faces, smooth,
+        no_smooth, min_confidence, output, draw_layers, csv, jsonl, no_display, max_frames, stats, threads,
+        verbose):
+    """Track facial keypoints live, or in a video or image folder, and save or show them.
+
+    Give one source (--camera, --video, --images or --demo) and any outputs (--output, --csv,
+    --jsonl). A window shows the result unless --no-display is given or there is no display.
+    """
+    _setup_logging(verbose)
+    try:
+        return _run(locals())
+    except KeyboardInterrupt:
+        click.echo("fkp-live: interrupted", err=True)
+        return 130
+    except click.ClickException:
+        raise
+    except Exception as e:  # anything else: one line, the traceback only with -v
+        from .card import ModelError
+        from .detect import DetectorError
+        from .landmarker import DeviceError
+        from .sinks import SinkError
+        from .sources import SourceError
+
+        if verbose:
+            log.exception("details")
+        if isinstance(e, SourceError):
+            _fail(str(e))
+            return e.exit_code
+        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError)):
+            _fail(str(e))
+            return 2
+        _fail(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with -v for details)"))
+        return 1
+
+
+def _run(o: dict) -> int:
+    from .draw import parse_layers
+    from .sinks import CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
+    from .sources import open_source
+
+    n_src = sum(x is not None and x is not False for x in (o["camera"], o["video"], o["images"], o["demo"] or None))
+    if n_src != 1:
+        raise click.UsageError("give exactly one source: --camera N, --video PATH, --images DIR or --demo")
+    try:
+        layers = parse_layers(o["draw_layers"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--draw") from None
+    outs = [(o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl")]
+    for path, what in outs:  # before anything slow, so a typo costs nothing
+        if path:
+            check_output_path(path, what)
+    named = [Path(p).resolve() for p, _ in outs if p]
+    if len(set(named)) < len(named):
+        raise click.UsageError("--output, --csv and --jsonl must be different files")
+    if o["video"] and any(Path(o["video"]).resolve() == p for p in named):
+        raise click.UsageError(f"an output would overwrite the input {o['video']}; choose another name")
+
+    source = open_source(camera=o["camera"], video=o["video"], images=o["images"], demo=o["demo"],
+                         demo_frames=o["demo_frames"])
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(source)
+        tracker = _make_tracker(o)
+        stack.callback(tracker.close)
+        log.info(_device_line(tracker))
+        mp4 = csv = jsonl = window = None
+        if o["output"]:
+            mp4 = stack.enter_context(Mp4Sink(o["output"], fps=source.fps,
+                                              audio_from=source.path if getattr(source, "has_audio", False) else None))
+        if o["csv"]:
+            csv = stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still))
+        if o["jsonl"]:
+            jsonl = stack.enter_context(JsonlSink(o["jsonl"]))
+        if not o["no_display"]:
+            window = stack.enter_context(WindowSink(f"fkp-live: {source.name}"))
+            if not window.enabled:
+                window = None
+
+        bar = None
+        if not source.live:
+            from tqdm import tqdm
+
+            total = source.length
+            if o["max_frames"]:
+                total = min(total, o["max_frames"]) if total else o["max_frames"]
+            bar = stack.enter_context(tqdm(total=total, unit="frame", dynamic_ncols=True, disable=None,
+                                           desc=Path(source.name).name, leave=False))
+
+        def progress(res, fps, n_faces):
+            if bar is not None:
+                bar.update(1)
+                if res.frames % 10 == 0:
+                    bar.set_postfix_str(f"{fps or 0:.0f} fps, {n_faces} face{'s' * (n_faces != 1)}", refresh=False)
+
+        warned_crowd = [False]
+
+        def on_events(frame, events):
+            for kind, fid, detail in events:
+                where = frame.source or f"frame {frame.index}"
+                if kind == "crowd" and not warned_crowd[0]:
+                    warned_crowd[0] = True
+                    log.warning("%d faces found in %s; tracking %d (--max-faces %d): raise --max-faces to "
+                                "track more", detail, where, tracker.max_faces, tracker.max_faces)
+                elif kind == "new":
+                    log.debug("face %d found in %s", fid, where)
+                elif kind == "lost":
+                    log.debug("face %d lost in %s: %s", fid, where, detail)
+
+        with StopFlag() as stop:
+            res = process(source, tracker, mp4=mp4, csv=csv, jsonl=jsonl, window=window, layers=layers,
+                          max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
+        if bar is not None:
+            bar.close()
+    # the with-block has closed every output (MP4 finalised) before we report
+    _summary(source, tracker, res, o)
+    if res.interrupted:
+        click.echo("fkp-live: interrupted; outputs hold every frame done", err=True)
+        return 130
+    return 0
+
+
+def _summary(source, tracker, res: RunResult, o: dict) -> None:
+    fps = res.frames / res.seconds if res.seconds > 0 else 0.0
+    ms = tracker.timings.ms()
+    stages = " ".join(f"{k} {v:.2f}" for k, v in ms.items())
+    click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
+               f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)
+    skipped = getattr(source, "skipped", None)
+    if skipped:
+        click.echo(f"fkp-live: skipped {len(skipped)} unreadable image{'s' * (len(skipped) != 1)}: "
+                   + ", ".join(n for n, _ in skipped), err=True)
+    if res.frames and not res.frames_with_face:
+        click.echo(f"fkp-live: warning: no face found in any of the {res.frames} frames of {source.name}; "
+                   "check the input, or try --detector blazeface-full for small faces", err=True)
+    for p in (o["output"], o["csv"], o["jsonl"]):
+        if p and res.frames:
+            click.echo(f"fkp-live: wrote {p}", err=True)
+    if o["stats"]:
+        import resource
+
+        total = sum(ms.values())
+        click.echo("stage      ms/frame   share", err=True)
+        for k, v in ms.items():
+            click.echo(f"{k:<10} {v:8.2f}  {100 * v / total if total else 0:5.1f}%", err=True)
+        click.echo(f"{'total':<10} {total:8.2f}", err=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        click.echo(f"peak RSS {rss:.0f} MiB; device {tracker.device}", err=True)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from .bench import bench
+
+        return bench.main(args=argv[1:], prog_name="fkp-live bench", auto_envvar_prefix="FKP_LIVE_BENCH")
+    return run.main(args=argv, prog_name="fkp-live")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Where results go: an annotated MP4, a CSV or JSON Lines file, a window.
+
+Every sink checks its path when it is created (before any frame is processed) and is a context
+manager whose exit always leaves a complete file: the MP4 is finalised (playable) and the text
+files hold every frame written so far, whether the run ended, failed or was interrupted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("fkp_live")
+
+
+class SinkError(Exception):
+    """An output cannot be written; the message names the path and what to do."""
+
+
+def check_output_path(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        raise SinkError(f"{what} {p} is a folder; give a file name, e.g. {p / ('out' + _suffix(what))}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise SinkError(f"cannot write {what} {p}: folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise SinkError(f"cannot write {what} {p}: {parent} is not a folder")
+    return p
+
+
+def _suffix(what: str) -> str:
+    return {"--output": ".mp4", "--csv": ".csv", "--jsonl": ".jsonl"}.get(what, "")
+
+
+def _open_text(path: Path, what: str):
+    try:
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        raise SinkError(f"cannot write {what} {path}: {e.strerror or e}; choose a writable path") from None
+
+
+# ----------------------------------------------------------------------------------------------
+class Mp4Sink:
+    """H.264 (libx264, yuv420p) MP4 at the source's frame rate and timestamps, with the source's
+    audio stream copied (not re-encoded) alongside. Frame sizes are made even by padding; frames of
+    another size than the first (image folders) are letterboxed to it."""
+
+    TIME_BASE = Fraction(1, 90000)
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
+                 crf: int = 20, preset: str = "veryfast", what: str = "--output"):
+        import av
+
+        self.path = check_output_path(path, what)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self._what = what
+        try:
+            self._out = av.open(str(self.path), mode="w", format="mp4")
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"cannot write {what} {self.path}: {getattr(e, 'strerror', None) or e}; "
+                            "choose a writable path") from None
+        self._opts = {"crf": str(crf), "preset": preset}
+        self._video = None
+        self._size: tuple[int, int] | None = None  # (w, h) as given by the first frame
+        self._last_pts = -1
+        self._last_t = 0.0
+        self.frames = 0
+        self._closed = False
+        self._audio_in = self._audio_out = None
+        self._pending = None
+        self._audio_iter = None
+        if audio_from is not None:
+            self._open_audio(audio_from)
+
+    def _open_audio(self, src) -> None:
+        import av
+
+        try:
+            inp = av.open(str(src), mode="r")
+        except av.error.FFmpegError:
+            return
+        if not inp.streams.audio:
+            inp.close()
+            return
+        a = inp.streams.audio[0]
+        self._audio_in = inp
+        self._audio_out = self._out.add_stream_from_template(a)
+        vs = inp.streams.video
+        # the source's video starts at t = 0 in our frames; shift the audio by the same amount
+        start = vs[0].start_time * vs[0].time_base if vs and vs[0].start_time is not None else 0
+        self._audio_shift = float(start)
+        self._audio_iter = inp.demux(a)
+
+    def _start(self, w: int, h: int) -> None:
+        self._size = (w, h)
+        ew, eh = w + (w & 1), h + (h & 1)
+        v = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
+        v.width, v.height, v.pix_fmt = ew, eh, "yuv420p"
+        v.time_base = self.TIME_BASE
+        v.codec_context.time_base = self.TIME_BASE
+        v.options = self._opts
+        self._video = v
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        w, h = self._size
+        ih, iw = image.shape[:2]
+        if (iw, ih) != (w, h):
+            k = min(w / iw, h / ih)
+            nw, nh = max(1, round(iw * k)), max(1, round(ih * k))
+            small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+            out = np.zeros((h, w, 3), np.uint8)
+            y, x = (h - nh) // 2, (w - nw) // 2
+            out[y:y + nh, x:x + nw] = small
+            image = out
+        if (w | h) & 1:
+            image = cv2.copyMakeBorder(image, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
+        return image
+
+    def write(self, image: np.ndarray, pts_seconds: float | None = None) -> None:
+        import av
+
+        if self._video is None:
+            self._start(image.shape[1], image.shape[0])
+        t = pts_seconds if pts_seconds is not None else self.frames / self.fps
+        pts = int(round(t / self.TIME_BASE))
+        if pts <= self._last_pts:  # timestamps must rise; a repeated or reordered one is nudged
+            pts = self._last_pts + 1
+        frame = av.VideoFrame.from_ndarray(self._fit(image), format="bgr24")
+        frame.pts, frame.time_base = pts, self.TIME_BASE
+        for packet in self._video.encode(frame):
+            self._out.mux(packet)
+        self._last_pts, self._last_t = pts, float(pts * self.TIME_BASE)
+        self.frames += 1
+        self._mux_audio(self._last_t)
+
+    def _mux_audio(self, until: float) -> None:
+        if self._audio_iter is None:
+            return
+        while True:
+            if self._pending is None:
+                try:
+                    pkt = next(self._audio_iter)
+                except StopIteration:
+                    self._audio_iter = None
+                    return
+                if pkt.dts is None or pkt.pts is None:  # the demuxer's final empty packet
+                    continue
+                shift = int(round(self._audio_shift / pkt.time_base))
+                pkt.pts -= shift
+                pkt.dts -= shift
+                if pkt.pts < 0:
+                    continue
+                self._pending = pkt
+            if float(self._pending.pts * self._pending.time_base) > until:
+                return
+            self._pending.stream = self._audio_out
+            self._out.mux(self._pending)
+            self._pending = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._video is not None:
+                for packet in self._video.encode(None):
+                    self._out.mux(packet)
+                # audio up to the end of the last frame shown, so an interrupted run stays in sync
+                self._mux_audio(self._last_t + 1.0 / self.fps)
+        finally:
+            try:
+                self._out.close()
+            finally:
+                if self._audio_in is not None:
+                    self._audio_in.close()
+            if self._video is None:
+                # nothing was written: no MP4 without a video stream is left behind
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+class CsvSink:
+    """One row per face per frame, OpenFace's layout without its leading spaces:
+    frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,source]
+
+    A frame without a face gets one row with face_id -1, success 0 and empty coordinates, so every
+    processed frame is in the file. Rows are flushed frame by frame."""
+
+    def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv"):
+        self.path = check_output_path(path, what)
+        self.n = int(n_points)
+        self.with_source = with_source
+        self._f = _open_text(self.path, what)
+        cols = ["frame", "timestamp", "face_id", "confidence", "success"]
+        cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)]
+        if with_source:
+            cols.append("source")
+        self._f.write(",".join(cols) + "\n")
+        self._f.flush()
+        self._empty = "," * (2 * self.n)
+        self.rows = 0
+
+    def write(self, frame, faces) -> None:
+        ts = "" if frame.pts_seconds is None else f"{frame.pts_seconds:.3f}"
+        tail = ""
+        if self.with_source:
+            tail = "," + _csv_field(frame.source or "")
+        lines = []
+        for f in faces:
+            p = f.points
+            coords = ",".join(f"{v:.2f}" for v in np.concatenate([p[:, 0], p[:, 1]]).tolist())
+            lines.append(f"{frame.index},{ts},{f.id},{f.confidence:.3f},1,{coords}{tail}\n")
+        if not faces:
+            lines.append(f"{frame.index},{ts},-1,0.000,0{self._empty}{tail}\n")
+        self._f.write("".join(lines))
+        self._f.flush()
+        self.rows += len(lines)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _csv_field(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
+
+
+class JsonlSink:
+    """One JSON object per frame: {"frame", "timestamp", "source"?, "faces": [{"id", "confidence",
+    "box", "points", "raw"}]}; coordinates in frame pixels. Lines are flushed as written."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "--jsonl"):
+        self.path = check_output_path(path, what)
+        self._f = _open_text(self.path, what)
+
+    def write(self, frame, faces) -> None:
+        rec = {"frame": frame.index, "timestamp": frame.pts_seconds}
+        if frame.source is not None:
+            rec["source"] = frame.source
+        rec["faces"] = [{
+            "id": f.id, "confidence": round(f.confidence, 4),
+            "box": [round(v, 2) for v in f.box],
+            "points": np.round(f.points, 2).tolist(),
+            "raw": np.round(f.raw, 2).tolist(),
+        } for f in faces]
+        self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class WindowSink:
+    """A live window (cv2.imshow); q or Esc, or closing the window, asks to stop."""
+
+    def __init__(self, title: str = "fkp-live"):
+        self.title = title
+        self.enabled = display_available()
+        if not self.enabled:
+            log.info("no display found: not opening a window (use --no-display to say so)")
+            return
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            log.warning("cannot open a window (%s); going on without one", str(e).strip().splitlines()[-1])
+            self.enabled = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; False when the user asked to quit."""
+        if not self.enabled:
+            return True
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return False
+
+    def close(self) -> None:
+        if self.enabled:
+            try:
+                cv2.destroyWindow(self.title)
+            except cv2.error:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
