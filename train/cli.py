@@ -1,0 +1,446 @@
+"""`fkp-train`: train, evaluate, plot and export facial keypoint models."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .tasks import TASKS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FKP_TRAIN"}
+
+
+class Fail(click.ClickException):
+    """An error a user can act on: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+MAIN_HELP = """Train, evaluate, plot and export facial keypoint models.
+
+\b
+A typical session (300-W, the runtime's default model):
+  fkp-train fit --task ibug68 --data ../shared/data/300w --out runs/ibug68
+  fkp-train eval runs/ibug68/best.pt --data ../shared/data/300w --split test
+  fkp-train plot runs/ibug68 --data ../shared/data/300w
+  fkp-train export runs/ibug68/best.pt --data ../shared/data/300w --out models/ibug68.onnx
+  fkp-train bench
+
+\b
+Tasks (presets of data reader, schema, network, input and loss; override any field):
+""" + "\n".join(f"  {k:<18} {v.schema}, {v.net} net, {v.size[0]}x{v.size[1]}, {v.reader} data"
+                for k, v in TASKS.items()) + """
+
+Run `fkp-train COMMAND --help` for each command's options.
+"""
+
+
+@click.group(context_settings=CONTEXT, help=MAIN_HELP)
+def main():
+    pass
+
+
+def _task_from_options(task, **over):
+    from .tasks import get
+
+    t = get(task)
+    if over.get("size"):
+        w, _, h = over["size"].partition("x")
+        over["size"] = (int(w), int(h or w))
+    if over.get("augment"):
+        over["augment"] = {**t.augment, **json.loads(over["augment"])}
+    if over.get("net_args"):
+        over["net_args"] = json.loads(over["net_args"])
+    return t.with_(**over)
+
+
+def fit_options(f):
+    opts = [
+        click.option("--task", type=click.Choice(list(TASKS)), required=True, help="Experiment preset."),
+        click.option("--data", required=True, type=click.Path(exists=True),
+                     help="Dataset: a folder (300-W, IMM) or a CSV (Kaggle training.csv, generic)."),
+        click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, log.csv."),
+        click.option("--extra", multiple=True, type=click.Path(exists=True),
+                     help="More 68-point folders added to training only (repeatable)."),
+        click.option("--epochs", type=int), click.option("--batch", type=int), click.option("--lr", type=float),
+        click.option("--net", type=click.Choice(["nose", "imm", "kaggle", "resnet18", "mobile"])),
+        click.option("--size", help="Input size WxH (or one number for a square)."),
+        click.option("--channels", type=click.Choice(["1", "3"]), callback=lambda c, p, v: int(v) if v else None),
+        click.option("--loss", type=click.Choice(["mse", "l1", "wing"])),
+        click.option("--optimizer", type=click.Choice(["adam", "adamw"])),
+        click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step", "plateau", "none"])),
+        click.option("--crop-scale", type=float, help="Crop side / keypoint box side (crop mode)."),
+        click.option("--augment", help='JSON overrides of augmentation, e.g. \'{"rotate_deg": 20}\'.'),
+        click.option("--net-args", help='JSON keyword arguments for the network, e.g. \'{"width": 0.75}\'.'),
+        click.option("--patience", type=int, default=0, show_default=True, help="Early stopping (0 = off)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
+        click.option("--skip-bad", is_flag=True, help="Skip bad files (and report them) instead of stopping."),
+        click.option("--limit", type=int, help="Use only the first N training samples."),
+        click.option("--threads", type=int, help="Torch CPU threads."),
+        click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@main.command("fit", context_settings=CONTEXT)
+@fit_options
+def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, loss, optimizer,
+                schedule, crop_scale, augment, net_args, patience, seed, resume, skip_bad, limit,
+                threads, workers, device):
+    """Train a model. Also runs under `torchrun --nproc_per_node=N -m train.fit ...` (DDP).
+
+    Writes OUT/last.pt every epoch and OUT/best.pt when the validation metric improves (both
+    atomically), OUT/log.csv (one row per epoch) and OUT/summary.json.
+    """
+    from .data import DataError
+    from .fit import FitConfig, fit
+
+    t = _task_from_options(task, epochs=epochs, batch=batch, lr=lr, net=net, size=size,
+                           channels=channels, loss=loss, optimizer=optimizer, schedule=schedule,
+                           crop_scale=crop_scale, augment=augment, net_args=net_args)
+    cfg = FitConfig(task=t, data=data, out=out, extra=list(extra), seed=seed, patience=patience,
+                    resume=resume, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
+                    device=device)
+    try:
+        summary = fit(cfg)
+    except DataError as e:
+        raise Fail(str(e)) from None
+    click.echo(json.dumps(summary))
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--data", required=True, type=click.Path(exists=True), help="Dataset of the checkpoint's task.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--json-out", type=click.Path(), help="Also write the metrics here.")
+@click.option("--skip-bad", is_flag=True)
+@click.option("--two-model", type=click.Path(exists=True),
+              help="A second checkpoint that predicts the points the first was not trained on "
+                   "(the seeds' Kaggle approach: CHECKPOINT from kaggle15-big4, this from kaggle15-complete).")
+@click.option("--plots", type=click.Path(), help="Folder for a prediction grid, CED curve and per-point errors.")
+def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
+    """Measure a checkpoint: NME (inter-ocular, inter-pupil), RMSE, MAE, AUC@0.08, FR@0.08.
+
+    Metrics are over every labelled point of the split (a task's label subset is not applied).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from fkp_live import schemas
+
+    from . import metrics
+    from .data import DataError
+    from .datasets import KeypointDataset, load_split
+    from .fit import predict_dataset
+
+    model, task = _load_ckpt(checkpoint)
+    plain = dataclasses.replace(task, label_subset=None, complete_only=False)
+    try:
+        samples, rep = load_split(plain, data, split, skip_bad)
+    except DataError as e:
+        raise Fail(str(e)) from None
+    if rep:
+        click.echo(rep.summary(), err=True)
+    ds = KeypointDataset(samples, plain, None)
+    pred, truth, mask, conf = predict_dataset(model, ds)
+    if two_model:
+        model_b, task_b = _load_ckpt(two_model)
+        pred_b, *_ = predict_dataset(model_b, KeypointDataset(samples, dataclasses.replace(task_b, label_subset=None, complete_only=False), None))
+        first = np.zeros(pred.shape[1], bool)
+        first[list(task.label_subset or range(pred.shape[1]))] = True
+        pred = np.where(first[None, :, None], pred, pred_b)
+    schema = schemas.get(task.schema)
+    res = metrics.summary(pred, truth, mask, schema)
+    res["presence"] = float(conf.mean())
+    res = {"checkpoint": str(checkpoint), "two_model": two_model, "split": split, "task": task.name, **res}
+    if plots:
+        from . import plots as pl
+
+        Path(plots).mkdir(parents=True, exist_ok=True)
+        if schema.ocular is not None:
+            scores = metrics.nme_per_sample(pred, truth, mask, schema) * 100
+            pl.ced_curves({task.name: scores / 100}, Path(plots) / "ced.png")
+            pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema, Path(plots) / "per_point.png")
+        else:
+            scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
+        pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
+                           Path(plots) / "predictions.png", title=f"{task.name} on {split}")
+        click.echo(f"plots in {plots}", err=True)
+    click.echo(json.dumps(res, indent=2))
+    if json_out:
+        Path(json_out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _load_ckpt(checkpoint):
+    from .fit import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint)
+    except (FileNotFoundError, KeyError, RuntimeError) as e:
+        raise Fail(f"{checkpoint}: not a checkpoint of fkp-train ({e})") from None
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(), help="NAME.onnx; the card goes to NAME.json.")
+@click.option("--data", type=click.Path(exists=True),
+              help="The task's dataset: parity on real crops, metrics for the card, INT8 calibration.")
+@click.option("--metrics-split", default="test", show_default=True,
+              type=click.Choice(["val", "test"]), help="Split whose metrics go into the card.")
+@click.option("--calibration", type=click.Path(exists=True),
+              help="Detector box calibration JSON from `fkp-train calibrate`.")
+@click.option("--tolerance", default=0.05, show_default=True, help="Parity limit in input pixels.")
+@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx (static quantisation).")
+@click.option("--fp16", is_flag=True, help="Also write NAME.fp16.onnx for GPUs.")
+@click.option("--tensorrt", is_flag=True, help="Also build NAME.engine with TensorRT (NVIDIA GPU).")
+def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt):
+    """Export a checkpoint to ONNX with its model card, checked for parity against torch.
+
+    \b
+    The same crops go through torch and through the runtime's ONNX Runtime wrapper; the export
+    fails (exit 1) when they differ by more than --tolerance pixels at the model's input size.
+    """
+    import numpy as np
+
+    from fkp_live.card import ModelCard
+
+    from . import export as ex
+    from .datasets import load_split
+
+    model, task = _load_ckpt(checkpoint)
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise Fail(f"--out {out}: the file name must end in .onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ex.export_onnx(model, task, out)
+    cmd, train_data = ex.read_training_command(Path(checkpoint).parent)
+    box_cal = {}
+    if calibration:
+        box_cal = json.loads(Path(calibration).read_text())
+    elif out.with_suffix(".json").exists():
+        try:
+            box_cal = ModelCard.load(out.with_suffix(".json")).box_calibration
+        except Exception:
+            box_cal = {}
+    card = ex.make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal)
+    if data:
+        val, _ = load_split(task, data, "val")
+        crops, _ = ex.crops_of(val, task, limit=32)
+    else:
+        rng = np.random.default_rng(0)
+        w, h = task.size
+        crops = rng.integers(0, 256, (8, h, w, task.channels), dtype=np.uint8)
+    diff = ex.parity(model, out, card, crops)
+    click.echo(f"parity: largest torch/ONNX Runtime difference {diff:.5f} px at {task.size[0]}px input "
+               f"({len(crops)} crops{' of real faces' if data else ', synthetic'})")
+    if diff > tolerance:
+        out.unlink()
+        raise click.ClickException(f"parity check failed: {diff:.4f} px > {tolerance} px; export removed")
+    card.metrics = {"parity_max_px": round(diff, 5)}
+    if data:
+        test, _ = load_split(task, data, metrics_split)
+        m = ex.evaluate_onnx(out, card, test, task)
+        card.metrics.update({"split": metrics_split, "data": str(data), "fp32": m})
+        click.echo(f"{metrics_split} metrics (ONNX Runtime, fp32): {json.dumps(m)}")
+    size, ch = task.size[0], task.channels
+    card.metrics["latency_ms_cpu_1thread"] = {
+        "batch1": round(ex.latency_ms(out, 1, size, ch), 3),
+        "batch4": round(ex.latency_ms(out, 4, size, ch), 3),
+    }
+    if int8:
+        if not data:
+            raise Fail("--int8 needs --data: INT8 is calibrated on training crops")
+        train, _ = load_split(task, data, "train")
+        calib, _ = ex.crops_of(train, task, limit=256)
+        from fkp_live.landmarker import as_channels  # noqa: F401
+        mean = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
+        x = (calib.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - mean) / std
+        q = out.with_name(out.stem + ".int8.onnx")
+        ex.quantize_int8(out, q, x)
+        qm = ex.evaluate_onnx(q, card, test, task) if data else {}
+        lat = {"batch1": round(ex.latency_ms(q, 1, size, ch), 3), "batch4": round(ex.latency_ms(q, 4, size, ch), 3)}
+        f32 = card.metrics["latency_ms_cpu_1thread"]
+        card.metrics["int8"] = {"file": q.name, **qm, "latency_ms_cpu_1thread": lat,
+                                "speedup_batch1": round(f32["batch1"] / lat["batch1"], 2),
+                                "speedup_batch4": round(f32["batch4"] / lat["batch4"], 2)}
+        qcard = ModelCard(**{**card.__dict__, "name": q.stem})
+        qcard.save(q.with_suffix(".json"))
+        click.echo(f"int8: {q} metrics {json.dumps(qm)} latency {lat} "
+                   f"(fp32 {f32}, speed-up x{card.metrics['int8']['speedup_batch1']} at batch 1)")
+    if fp16:
+        f = out.with_name(out.stem + ".fp16.onnx")
+        ex.convert_fp16(out, f)
+        card16 = ModelCard(**{**card.__dict__, "name": f.stem})
+        card16.save(f.with_suffix(".json"))
+        click.echo(f"fp16: {f} (for GPU execution providers)")
+    card.save(out.with_suffix(".json"))
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
+    if tensorrt:
+        try:
+            ex.build_tensorrt(out, out.with_suffix(".engine"), input_size=size, channels=ch)
+        except ex.TensorRTUnavailable as e:
+            click.echo(f"tensorrt: {e}", err=True)
+            sys.exit(3)
+        click.echo(f"tensorrt: wrote {out.with_suffix('.engine')}")
+
+
+@main.command("predict", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", type=click.Path(), required=True, help="Folder for annotated PNGs and points.csv.")
+def predict_command(checkpoint, images, out):
+    """Predict keypoints on image files with a checkpoint; crops come from the file's .pts
+    (if present) or, for whole-image tasks, the whole image. Writes annotated PNGs and a CSV."""
+    import csv
+
+    import cv2
+    import numpy as np
+    import torch
+
+    from fkp_live import schemas
+    from fkp_live.draw import draw_points
+
+    from .augment import NO_AUGMENT, make_example
+    from .data import DataError
+    from .data.ibug import read_image, read_pts
+    from .datasets import to_frame
+
+    model, task = _load_ckpt(checkpoint)
+    schema = schemas.get(task.schema)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in images:
+        path = Path(path)
+        try:
+            img = read_image(path, grey=task.channels == 1)
+        except DataError as e:
+            raise Fail(str(e)) from None
+        h, w = img.shape[:2]
+        pts_file = path.with_suffix(".pts")
+        if task.mode == "crop":
+            if not pts_file.exists():
+                raise Fail(f"{path}: crop-mode models need a face region; put a .pts beside the image "
+                           "or use fkp-live --images for detection")
+            pts = read_pts(pts_file, None)
+            mask = np.ones(len(pts), bool)
+            if len(pts) != schema.n:
+                raise Fail(f"{pts_file}: {len(pts)} points, the model's schema has {schema.n}")
+        else:
+            pts, mask = np.zeros((schema.n, 2), np.float32), np.zeros(schema.n, bool)
+        ex_ = make_example(img, pts, mask if task.mode == "crop" else np.ones(schema.n, bool), schema,
+                           task.size, np.random.default_rng(0), NO_AUGMENT, mode=task.mode,
+                           crop_scale=task.crop_scale, crop_rotate=task.crop_rotate)
+        x = ex_.image if ex_.image.ndim == 3 else ex_.image[:, :, None]
+        x = (x.astype(np.float32) / 255.0 - 0.5) / 0.5
+        with torch.no_grad():
+            p, c = model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
+        frame_pts = to_frame(p.numpy(), ex_.matrix[None], task.size)[0]
+        vis = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
+        draw_points(vis, frame_pts, schema, colour=(0, 0, 255))
+        cv2.imwrite(str(out / f"{path.stem}_pred.png"), vis)
+        rows.append([path.name, f"{float(torch.sigmoid(c)[0]):.4f}"] +
+                    [f"{v:.2f}" for v in frame_pts[:, 0]] + [f"{v:.2f}" for v in frame_pts[:, 1]])
+    with open(out / "points.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["image", "confidence"] + [f"x_{i}" for i in range(schema.n)] + [f"y_{i}" for i in range(schema.n)])
+        wr.writerows(rows)
+    click.echo(f"wrote {len(rows)} annotated image(s) and {out / 'points.csv'}")
+
+
+@main.command("plot", context_settings=CONTEXT)
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", type=click.Path(exists=True), help="Also plot predictions, CED and per-point errors.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--out", type=click.Path(), help="Folder for the PNGs (default: RUN/plots).")
+def plot_command(run, data, split, out):
+    """Plots of a run: loss curves, first-layer kernels, and with --data the best and worst
+    predictions (truth green, prediction red), the CED curve and per-point errors."""
+    import numpy as np
+
+    from fkp_live import schemas
+
+    from . import metrics
+    from . import plots as pl
+    from .datasets import KeypointDataset, load_split
+    from .fit import predict_dataset
+
+    run = Path(run)
+    out = Path(out) if out else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    if (run / "log.csv").exists():
+        made.append(pl.loss_curves(run / "log.csv", out / "loss.png"))
+    ckpt = run / "best.pt"
+    if ckpt.exists():
+        model, task = _load_ckpt(ckpt)
+        first = next(m for m in model.modules() if isinstance(m, __import__("torch").nn.Conv2d))
+        made.append(pl.kernels(first.weight.detach().numpy(), out / "kernels.png",
+                               title=f"{task.net}: first-layer kernels"))
+        if data:
+            samples, _ = load_split(task, data, split)
+            pred, truth, mask, _ = predict_dataset(model, KeypointDataset(samples, task, None))
+            schema = schemas.get(task.schema)
+            if schema.ocular is not None:
+                nme = metrics.nme_per_sample(pred, truth, mask, schema)
+                scores = nme * 100
+                made.append(pl.ced_curves({f"{task.name} ({split})": nme}, out / "ced.png"))
+                made.append(pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema,
+                                              out / "per_point.png"))
+            else:
+                scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
+            made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
+                                           out / "predictions.png", title=f"{task.name}: {split} split"))
+    elif data:
+        raise Fail(f"{run}: no best.pt to predict with")
+    for m in made:
+        click.echo(str(m))
+
+
+@main.command("bench", context_settings=CONTEXT)
+@click.argument("models", nargs=-1)
+@click.option("--data", type=click.Path(exists=True), help="300-W folder: also measure validation metrics.")
+@click.option("--runs", default=300, show_default=True, help="Timed runs per figure (median reported).")
+@click.option("--threads", default=1, show_default=True, help="ONNX Runtime intra-op threads.")
+def bench_command(models, data, runs, threads):
+    """Latency per face of shipped models (or .onnx paths) at batch 1 and 4, on every available
+    execution provider, median of many runs after warm-up; and the metrics in each card."""
+    import onnxruntime as ort
+
+    from fkp_live.card import ModelCard, models_dir, resolve
+
+    from . import export as ex
+
+    names = list(models) or sorted(p.stem for p in models_dir().glob("*.onnx"))
+    providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]
+    click.echo(f"onnxruntime {ort.__version__}; threads={threads}; median of {runs} runs after warm-up")
+    click.echo(f"{'model':<18}{'provider':<12}{'MB':>6}{'b1 ms/face':>12}{'b4 ms/face':>12}{'b4 ms':>8}  metrics")
+    for name in names:
+        path, card_path = resolve(name)
+        card = ModelCard.load(card_path)
+        for prov in providers:
+            try:
+                b1 = ex.latency_ms(path, 1, card.input_size, card.channels, prov, threads, runs)
+                b4 = ex.latency_ms(path, 4, card.input_size, card.channels, prov, threads, runs)
+            except Exception as e:  # provider listed but unusable here (no GPU libraries)
+                click.echo(f"{path.stem:<18}{prov[:-17]:<12}  unavailable: {str(e).splitlines()[0][:80]}")
+                continue
+            m = card.metrics.get("fp32", card.metrics)
+            keys = ("nme_io", "auc@0.08", "fr@0.08", "rmse_px", "mean_px")
+            ms = ", ".join(f"{k}={m[k]:.3g}" for k in keys if isinstance(m.get(k), (int, float)))
+            ms += f" ({card.metrics.get('split', '?')})" if ms else ""
+            click.echo(f"{path.stem:<18}{prov[:-17]:<12}{path.stat().st_size / 1e6:>6.2f}{b1:>12.3f}"
+                       f"{b4 / 4:>12.3f}{b4:>8.2f}  {ms}")
+
+
+if __name__ == "__main__":
+    main()

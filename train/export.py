@@ -1,0 +1,264 @@
+"""Export a checkpoint to ONNX (+ its model card), INT8, FP16 and TensorRT.
+
+The ONNX export is checked for parity: the same crops go through torch and through the
+runtime's own ONNX Runtime wrapper (`fkp_live.Landmarker`), and the export fails when they differ
+by more than `tolerance_px` at the model's input size.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fkp_live.card import ModelCard
+
+from .tasks import Task
+
+LICENCES = {
+    "300w": "Trained on 300-W (AFW, HELEN, LFPW): research use only, no commercial use "
+            "(C. Sagonas et al., '300 Faces In-the-Wild Challenge', ICCV-W 2013). This model "
+            "inherits those terms.",
+    "imm": "Trained on the IMM Face Database: free for education and research with a reference "
+           "to M. B. Stegmann, B. K. Ersboll, R. Larsen, 'FAME - A Flexible Appearance Modelling "
+           "Environment', IEEE Trans. on Medical Imaging 22(10), 2003.",
+    "kaggle": "Trained on a Kaggle-format dataset converted from 300-W (research use only, no "
+              "commercial use; see 300-W's terms).",
+    "csv": "Trained on user data: the data's own licence applies.",
+}
+
+OPSET = 17
+
+
+class ExportWrapper(nn.Module):
+    """What the ONNX file computes: points in crop fractions and a presence probability."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        pts, logit = self.model(image)
+        return pts, torch.sigmoid(logit)
+
+
+class ExportError(Exception):
+    pass
+
+
+def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> None:
+    w, h = task.size
+    if w != h and task.mode == "crop":
+        raise ExportError("crop-mode models must have a square input")
+    dummy = torch.zeros(2, task.channels, h, w)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.onnx.export(
+        ExportWrapper(model.eval()), (dummy,), str(tmp), input_names=["image"],
+        output_names=["points", "confidence"], opset_version=opset,
+        dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}, "confidence": {0: "batch"}},
+        dynamo=False,
+    )
+    import onnx
+
+    onnx.checker.check_model(str(tmp))
+    os.replace(tmp, out)
+
+
+def make_card(task: Task, name: str, metrics: dict | None = None, command: str = "",
+              data: str = "", box_calibration: dict | None = None) -> ModelCard:
+    w, h = task.size
+    return ModelCard(
+        name=name, schema=task.schema, input_size=w, channels=task.channels,
+        mean=[0.5] * task.channels, std=[0.5] * task.channels,
+        crop_scale=task.crop_scale, crop_rotate=task.crop_rotate,
+        box_calibration=box_calibration or {},
+        description=f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} "
+                    f"input, {task.loss} loss; task preset {task.name!r} ({task.mode} mode)",
+        training={"command": command, "data": data, "task": task.to_dict()},
+        metrics=metrics or {},
+        licence=LICENCES.get(task.reader, ""),
+    )
+
+
+def parity(model: nn.Module, onnx_path: Path, card: ModelCard, batch: np.ndarray) -> float:
+    """Largest difference in input pixels between torch and the runtime's ONNX Runtime wrapper.
+
+    `batch` is (B, S, S, C) uint8 crops; both sides normalise them the runtime's way.
+    """
+    from fkp_live.landmarker import Landmarker
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        shutil.copy(onnx_path, p)
+        card.save(p.with_suffix(".json"))
+        lm = Landmarker(p, device="cpu")
+        x = lm.normalise(batch)
+        ort_pts, ort_conf = lm.run(x)
+    with torch.no_grad():
+        t_pts, _ = model.eval()(torch.from_numpy(x))
+    diff = np.abs(t_pts.numpy() - ort_pts) * card.input_size
+    return float(diff.max())
+
+
+def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
+    """Static INT8 quantisation with ONNX Runtime, calibrated on normalised training crops."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, x):
+            self.it = iter([{"image": x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        pre = Path(d) / "pre.onnx"
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        tmp = out.with_name(out.name + ".tmp")
+        quantize_static(
+            str(pre), str(tmp), Reader(calibration.astype(np.float32)),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+        os.replace(tmp, out)
+
+
+def convert_fp16(onnx_path: Path, out: Path) -> None:
+    """FP16 weights and activations for GPUs; inputs and outputs stay float32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    m = onnx.load(str(onnx_path))
+    m16 = convert_float_to_float16(m, keep_io_types=True)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(m16, str(tmp))
+    os.replace(tmp, out)
+
+
+class TensorRTUnavailable(Exception):
+    pass
+
+
+def build_tensorrt(onnx_path: Path, out: Path, fp16: bool = True, max_batch: int = 8,
+                   input_size: int = 128, channels: int = 1) -> None:
+    """Build a TensorRT engine with the `tensorrt` Python API (needs an NVIDIA GPU)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable(
+            "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU and "
+            "driver); the ONNX file still runs on GPUs through ONNX Runtime's CUDA or TensorRT "
+            "execution provider (fkp-live --device cuda|tensorrt)"
+        ) from None
+    try:
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(Path(onnx_path).read_bytes()):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"TensorRT could not parse {onnx_path}: {errs}")
+        config = builder.create_builder_config()
+        if fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        shape = (channels, input_size, input_size)
+        profile.set_shape("image", (1, *shape), (4, *shape), (max_batch, *shape))
+        config.add_optimization_profile(profile)
+        engine = builder.build_serialized_network(network, config)
+    except (RuntimeError, TypeError) as e:  # no GPU / driver: TensorRT raises at builder creation
+        raise TensorRTUnavailable(f"TensorRT could not build an engine here ({e}); it needs an NVIDIA GPU") from None
+    if engine is None:
+        raise ExportError("TensorRT failed to build the engine (see the messages above)")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(bytes(engine))
+    os.replace(tmp, out)
+
+
+def read_training_command(run_dir: Path) -> tuple[str, str]:
+    """The command and data a run was trained with, from its task.json."""
+    p = run_dir / "task.json"
+    if not p.exists():
+        return "", ""
+    d = json.loads(p.read_text())
+    argv = d.get("argv", [])
+    cmd = " ".join(["fkp-train"] + argv[1:]) if argv else ""
+    data = d.get("data", "")
+    if d.get("extra"):
+        data += " + " + " + ".join(d["extra"])
+    return cmd, data
+
+
+def crops_of(samples, task: Task, limit: int | None = None):
+    """Evaluation crops of samples (the card's crop from the true points): (uint8 batch, matrices)."""
+    from fkp_live import schemas
+
+    from .augment import NO_AUGMENT, make_example
+
+    schema = schemas.get(task.schema)
+    rng = np.random.default_rng(0)
+    imgs, mats = [], []
+    for s in samples[:limit]:
+        ex = make_example(s.image, s.points, s.mask, schema, task.size, rng, NO_AUGMENT,
+                          mode=task.mode, crop_scale=task.crop_scale, crop_rotate=task.crop_rotate)
+        im = ex.image if ex.image.ndim == 3 else ex.image[:, :, None]
+        imgs.append(im)
+        mats.append(ex.matrix)
+    return np.stack(imgs), np.stack(mats)
+
+
+def evaluate_onnx(onnx_path: Path, card: ModelCard, samples, task: Task, device: str = "cpu") -> dict:
+    """Metrics of an exported model run through the runtime's wrapper, in image pixels."""
+    from fkp_live.card import ModelCard as _C  # noqa: F401  (the card travels beside the file)
+    from fkp_live.landmarker import Landmarker
+
+    from . import metrics
+    from .datasets import to_frame
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        shutil.copy(onnx_path, p)
+        card.save(p.with_suffix(".json"))
+        lm = Landmarker(p, device=device)
+        batch, mats = crops_of(samples, task)
+        preds, confs = [], []
+        for i in range(0, len(batch), 64):
+            pts, conf = lm.run(lm.normalise(batch[i : i + 64]))
+            preds.append(pts)
+            confs.append(conf)
+    pred = to_frame(np.concatenate(preds), mats, task.size)
+    truth = np.stack([np.nan_to_num(s.points) for s in samples]).astype(np.float32)
+    mask = np.stack([s.mask for s in samples])
+    out = metrics.summary(pred, truth, mask, lm.schema)
+    out["presence_mean"] = float(np.concatenate(confs).mean())
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def latency_ms(onnx_path: Path, batch: int, size: int, channels: int, provider: str = "CPUExecutionProvider",
+               threads: int = 1, runs: int = 200, warmup: int = 20) -> float:
+    """Median milliseconds per call at a batch size, after warm-up."""
+    import time
+
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.log_severity_level = 3
+    s = ort.InferenceSession(str(onnx_path), o, providers=[provider])
+    x = np.random.default_rng(0).standard_normal((batch, channels, size, size)).astype(np.float32)
+    for _ in range(warmup):
+        s.run(None, {"image": x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, {"image": x})
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1000)

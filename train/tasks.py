@@ -1,0 +1,102 @@
+"""Experiment presets: which data, schema, network, input and loss each task starts from.
+
+Every field can be overridden from `fkp-train fit`; the preset is only the well-measured default.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass
+class Task:
+    name: str
+    schema: str
+    reader: str  # 300w | imm | kaggle | csv
+    net: str
+    size: tuple[int, int]  # (width, height) of the network input
+    channels: int = 1
+    mode: str = "crop"  # crop: the runtime's face crop; full: the whole image resized
+    crop_scale: float = 1.3
+    crop_rotate: bool = True
+    loss: str = "wing"
+    epochs: int = 30
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    metric: str = "nme_io"  # the validation metric that picks the best checkpoint (lower is better)
+    augment: dict = field(default_factory=dict)
+    net_args: dict = field(default_factory=dict)
+    presence_weight: float = 0.0  # weight of the face-presence loss (needs negatives)
+    points: tuple[int, ...] | None = None  # keep only these source points (e.g. the nose tip)
+    # the seeds' two-model Kaggle approach: train on these labels only / on complete rows only
+    label_subset: tuple[int, ...] | None = None
+    complete_only: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **kw) -> "Task":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+TASKS = {
+    # 1. the nose tip on IMM, whole image at 80x60 as in the seeds
+    "nose": Task(
+        "nose", "nose1", "imm", "nose", (80, 60), mode="full", loss="l1", metric="mean_px",
+        epochs=60, batch=16, lr=1e-3, points=(52,),
+        augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.0),
+    ),
+    # 2. all 58 IMM points, whole image at 240x180
+    "imm58": Task(
+        "imm58", "imm58", "imm", "imm", (240, 180), mode="full", loss="wing", metric="nme_io",
+        epochs=80, batch=16, lr=1e-3,
+        augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.1),
+    ),
+    # 2b. IMM 58 on the runtime's face crop (what ships for `--model imm58`)
+    "imm58-crop": Task(
+        "imm58-crop", "imm58", "imm", "mobile", (128, 128), mode="crop", crop_scale=1.35,
+        loss="wing", epochs=80, batch=16, lr=2e-3, presence_weight=0.1,
+        augment=dict(negative=0.1),
+    ),
+    # 3. 300-W 68 points: the real-time heatmap net (the default runtime model) and ResNet-18
+    "ibug68": Task(
+        "ibug68", "ibug68", "300w", "mobile", (128, 128), mode="crop", crop_scale=1.3,
+        loss="wing", epochs=40, batch=32, lr=3e-3, presence_weight=0.1,
+        augment=dict(negative=0.1),
+    ),
+    "ibug68-resnet": Task(
+        "ibug68-resnet", "ibug68", "300w", "resnet18", (128, 128), mode="crop", crop_scale=1.3,
+        loss="wing", epochs=30, batch=32, lr=1e-3,
+    ),
+    # 4. Kaggle 15 points, 96x96 greyscale, single model with the masked loss
+    "kaggle15": Task(
+        "kaggle15", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
+        metric="rmse_px", epochs=40, batch=32, lr=1e-3,
+        augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
+    ),
+    # 4b. the seeds' two-model approach: one net on the 4 points every image has, one on the
+    # ~30% of images with all 15; `fkp-train eval A.pt --two-model B.pt` combines them
+    "kaggle15-big4": Task(
+        "kaggle15-big4", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
+        metric="rmse_px", epochs=40, batch=32, lr=1e-3, label_subset=(0, 1, 10, 14),
+        augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
+    ),
+    "kaggle15-complete": Task(
+        "kaggle15-complete", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
+        metric="rmse_px", epochs=40, batch=32, lr=1e-3, complete_only=True,
+        augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
+    ),
+    # a user's own CSV (image,x_0,y_0,...): whole image at 128x128
+    "csv": Task(
+        "csv", "ibug68", "csv", "mobile", (128, 128), mode="crop", loss="wing", epochs=30,
+    ),
+}
+
+
+def get(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}") from None
