@@ -147,7 +147,7 @@ class VideoSource(Source):
                     t = i / self.fps
                 else:
                     t = None
-                yield Frame(i, t, to_bgr(frame.to_ndarray(format="bgr24")))
+                yield Frame(i, t, _frame_to_bgr(frame))
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -162,6 +162,18 @@ class VideoSource(Source):
 
     def close(self) -> None:
         self._container.close()
+
+
+_BT601 = {2, 5, 6}  # unspecified, BT470BG, SMPTE170M: the matrix OpenCV's I420 conversion uses
+
+
+def _frame_to_bgr(frame) -> np.ndarray:
+    # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better; it
+    # applies to the common case (limited-range BT.601 4:2:0), anything else goes through swscale
+    if (frame.format.name == "yuv420p" and not (frame.width | frame.height) & 1
+            and frame.color_range != 2 and frame.colorspace in _BT601):
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+    return to_bgr(frame.to_ndarray(format="bgr24"))
 
 
 def _av_reason(e: Exception) -> str:
@@ -297,14 +309,12 @@ class CameraSource(Source):
 
 def _open_camera(index: int):
     # OpenCV prints backend warnings for a missing device; our SourceError says it better.
-    prev = cv2.utils.logging.getLogLevel() if hasattr(cv2, "utils") else None
+    prev = cv2.getLogLevel()
     try:
-        if prev is not None:
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        cv2.setLogLevel(0)  # silent
         return cv2.VideoCapture(index)
     finally:
-        if prev is not None:
-            cv2.utils.logging.setLogLevel(prev)
+        cv2.setLogLevel(prev)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Shared fixtures for the runtime tests (imported by tests/test_runtime_*.py)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VIDEOS = DATA / "videos"
+SHIPPED = ROOT / "models" / "ibug68.onnx"
+
+needs_data = pytest.mark.skipif(
+    not VIDEOS.is_dir(), reason=f"shared test data not found at {DATA} (only present in CI / dev checkouts)")
+needs_shipped_model = pytest.mark.skipif(
+    not (SHIPPED.exists() and SHIPPED.with_suffix(".json").exists()),
+    reason="the shipped model models/ibug68.onnx + .json is not there yet (accuracy tests wait for it)")
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> Path:
+    """A small real ONNX model + card (see fake_model)."""
+    return fake_model.build(tmp_path_factory.mktemp("model"))
+
+
+def model_params():
+    """The models plumbing tests run against: the stand-in always, the shipped one when present."""
+    ids = ["fake"]
+    if SHIPPED.exists() and SHIPPED.with_suffix(".json").exists():
+        ids.append("shipped")
+    return ids
+
+
+@pytest.fixture(params=model_params())
+def any_model(request, model_path) -> str:
+    return str(model_path) if request.param == "fake" else str(SHIPPED)
+
+
+def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = None, time_base=None):
+    """Encode BGR frames to an H.264 file with PyAV; optional explicit pts (seconds) and an AAC
+    tone of `audio_seconds`. Returns the path."""
+    import av
+
+    path = Path(path)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        tb = time_base or Fraction(1, 90000)
+        v.time_base = tb
+        v.codec_context.time_base = tb
+        v.options = {"preset": "ultrafast"}
+        a = None
+        if audio_seconds:
+            a = c.add_stream("aac", rate=44100)
+            a.layout = "mono"
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="bgr24")
+            t = pts[i] if pts is not None else i / fps
+            f.pts, f.time_base = int(round(t / tb)), tb
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        if a is not None:
+            n = int(44100 * audio_seconds)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)[None]
+            for s in range(0, n, 1024):
+                af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = 44100, s, Fraction(1, 44100)
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+    return path
+
+
+def demo_frames(n=30, **kw):
+    from fkp_live.sources import DemoSource
+
+    src = DemoSource(frames=n, **kw)
+    return [f.image for f in src], src

@@ -1,0 +1,162 @@
+"""Outputs: MP4 (frames, rate, timestamps, audio, survives interruption), CSV and JSON Lines."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from fkp_live.pipeline import Face
+from fkp_live.crop import Crop
+from fkp_live.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError
+from fkp_live.sources import Frame, VideoSource
+from runtime_helpers import ROOT, VIDEOS, model_path, needs_data, write_video  # noqa: F401 (fixture)
+
+
+def _decode(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = [(f.time, f.to_ndarray(format="bgr24")) for f in c.decode(v)]
+        return frames, v, [s.type for s in c.streams]
+
+
+def test_mp4_frames_rate_timestamps_and_odd_size(tmp_path):
+    out = tmp_path / "o.mp4"
+    times = [i / 25 for i in range(30)] + [1.2 + 0.1 * i for i in range(15)]  # a gap: kept as is
+    with Mp4Sink(out, fps=25) as sink:
+        for i, t in enumerate(times):
+            sink.write(np.full((481, 641, 3), (i * 5) % 256, np.uint8), t)
+    frames, v, kinds = _decode(out)
+    assert kinds == ["video"]
+    assert len(frames) == 45
+    assert (v.width, v.height) == (642, 482) and v.codec_context.name == "h264"
+    assert v.codec_context.pix_fmt == "yuv420p"
+    np.testing.assert_allclose([t for t, _ in frames], times, atol=1e-3)
+    assert float(v.average_rate) == pytest.approx(25, rel=0.35)  # the gap lowers the average
+    assert abs(int(frames[10][1].mean()) - 50) <= 2
+
+
+def test_mp4_letterboxes_frames_of_another_size(tmp_path):
+    out = tmp_path / "o.mp4"
+    with Mp4Sink(out, fps=10) as sink:
+        sink.write(np.full((100, 200, 3), 255, np.uint8))
+        sink.write(np.full((300, 100, 3), 255, np.uint8))
+    frames, v, _ = _decode(out)
+    assert len(frames) == 2 and frames[1][1].shape == (100, 200, 3)
+    assert frames[1][1][50, 100].mean() > 200 and frames[1][1][50, 5].mean() < 30
+
+
+def test_mp4_copies_the_source_audio(tmp_path):
+    imgs = [np.full((64, 64, 3), i * 8, np.uint8) for i in range(30)]
+    src_path = write_video(tmp_path / "talk.mp4", imgs, fps=30, audio_seconds=1.0)
+    out = tmp_path / "o.mp4"
+    with VideoSource(src_path) as src, Mp4Sink(out, fps=src.fps, audio_from=src.path) as sink:
+        assert src.has_audio
+        for f in src:
+            sink.write(f.image, f.pts_seconds)
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac" and a.sample_rate == 44100
+        n_audio = sum(1 for p in c.demux(a) if p.size)
+    assert n_audio >= 40  # ~43 AAC packets per second of 44.1 kHz audio
+    frames, v, _ = _decode(out)
+    assert len(frames) == 30 and round(float(v.average_rate)) == 30
+
+
+@needs_data
+def test_mp4_keeps_a_real_clips_audio_and_rate(tmp_path):
+    out = tmp_path / "d3.mp4"
+    with VideoSource(VIDEOS / "d3.mp4") as src, Mp4Sink(out, fps=src.fps, audio_from=src.path) as sink:
+        for f in src:
+            if f.index == 60:
+                break
+            sink.write(f.image, f.pts_seconds)
+    with av.open(str(out)) as c:
+        assert {s.type for s in c.streams} == {"video", "audio"}
+        v = c.streams.video[0]
+        assert round(float(v.average_rate)) == 30 and sum(1 for _ in c.decode(v)) == 60
+
+
+def test_mp4_without_frames_leaves_no_file_and_bad_paths_fail_early(tmp_path):
+    with Mp4Sink(tmp_path / "none.mp4", fps=30):
+        pass
+    assert not (tmp_path / "none.mp4").exists()
+    with pytest.raises(SinkError, match=r"folder .*missing.* does not exist"):
+        Mp4Sink(tmp_path / "missing" / "o.mp4")
+    with pytest.raises(SinkError, match="is a folder"):
+        CsvSink(tmp_path, 68)
+    with pytest.raises(SinkError, match="cannot write"):
+        JsonlSink("/proc/fkp-live-test.jsonl")
+
+
+def _face(i, n=68, conf=0.9):
+    pts = np.stack([np.arange(n) + 0.25, np.arange(n) * 2 + 0.5], axis=1).astype(np.float32) + i
+    return Face(i, (0, 0, 1, 1), pts, pts, conf, Crop(1, 1, 1))
+
+
+def test_csv_layout_and_rows_are_flushed_as_written(tmp_path):
+    path = tmp_path / "o.csv"
+    sink = CsvSink(path, 68)
+    sink.write(Frame(0, 0.0, None), [_face(0), _face(1)])
+    sink.write(Frame(1, 1 / 30, None), [])
+    # readable before close: flushed frame by frame
+    rows = list(csv.reader(path.open()))
+    header = rows[0]
+    assert header[:5] == ["frame", "timestamp", "face_id", "confidence", "success"]
+    assert header[5:7] == ["x_0", "x_1"] and header[72] == "x_67" and header[73] == "y_0" and header[-1] == "y_67"
+    assert len(header) == 5 + 136
+    assert rows[1][:5] == ["0", "0.000", "0", "0.900", "1"]
+    assert float(rows[2][5]) == pytest.approx(1.25) and float(rows[2][73]) == pytest.approx(1.5)
+    assert rows[3][:5] == ["1", "0.033", "-1", "0.000", "0"] and rows[3][5:] == [""] * 136
+    sink.close()
+
+
+def test_csv_source_column_for_image_folders(tmp_path):
+    path = tmp_path / "o.csv"
+    with CsvSink(path, 5, with_source=True) as sink:
+        sink.write(Frame(0, None, None, source="a, b.jpg"), [_face(0, n=5)])
+    rows = list(csv.reader(path.open()))
+    assert rows[0][-1] == "source" and rows[1][-1] == "a, b.jpg" and rows[1][1] == ""
+
+
+def test_jsonl(tmp_path):
+    path = tmp_path / "o.jsonl"
+    with JsonlSink(path) as sink:
+        sink.write(Frame(3, 0.1, None), [_face(2, n=5)])
+        sink.write(Frame(4, 0.2, None), [])
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert recs[0]["frame"] == 3 and recs[0]["faces"][0]["id"] == 2
+    assert recs[0]["faces"][0]["points"][1] == [3.25, 4.5] and recs[1]["faces"] == []
+
+
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_playable_mp4_and_complete_csv(tmp_path, model_path, sig):
+    out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the demo runs "forever" (10^6 frames); we stop it mid-stream
+    cmd = [sys.executable, "-m", "fkp_live.cli", "--demo", "--demo-frames", "1000000", "--model", str(model_path),
+           "-o", str(out), "--csv", str(table), "--no-display", "--detector", "haar"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if table.exists() and sum(1 for _ in table.open()) > 30:
+            break
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    frames, v, _ = _decode(out)
+    rows = list(csv.reader(table.open()))[1:]
+    assert len(frames) >= 30
+    assert len({r[0] for r in rows}) == len(frames)  # every frame in the video is in the CSV
+    assert [int(r[0]) for r in rows] == sorted(int(r[0]) for r in rows)

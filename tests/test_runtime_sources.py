@@ -1,0 +1,191 @@
+"""Frame sources: timestamps, image folders, the demo, odd pixel formats, and their errors."""
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fkp_live.sources import (CameraSource, DemoSource, ImageFolderSource, SourceError, VideoSource,
+                              to_bgr)
+from runtime_helpers import VIDEOS, needs_data, write_video
+
+
+def test_video_timestamps_come_from_the_stream(tmp_path):
+    # a variable-frame-rate file: a frame counter would get every timestamp after the gap wrong
+    pts = [0.0, 1 / 30, 2 / 30, 0.5, 0.5 + 1 / 30, 1.0]
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(len(pts))]
+    path = write_video(tmp_path / "vfr.mp4", frames, fps=30, pts=pts)
+    with VideoSource(path) as src:
+        got = list(src)
+        assert src.size == (64, 48) and src.path == path and src.fps
+    assert [f.index for f in got] == list(range(len(pts)))
+    np.testing.assert_allclose([f.pts_seconds for f in got], pts, atol=1e-4)
+    # every frame, in order: the grey levels rise
+    levels = [int(f.image.mean()) for f in got]
+    assert levels == sorted(levels) and all(f.image.dtype == np.uint8 and f.image.shape == (48, 64, 3) for f in got)
+
+
+@needs_data
+def test_real_video_timestamps_match_pyav():
+    import av
+
+    path = VIDEOS / "d3.mp4"
+    with av.open(str(path)) as c:
+        want = [float(f.time) for _, f in zip(range(40), c.decode(video=0))]
+    with VideoSource(path) as src:
+        assert src.size == (512, 512) and round(src.fps) == 30 and src.has_audio
+        assert abs(src.length - 354) <= 2
+        got = [f.pts_seconds for _, f in zip(range(40), src)]
+    np.testing.assert_allclose(np.array(got), np.array(want) - want[0], atol=1e-6)
+
+
+def test_video_errors_name_the_file_and_say_what_to_do(tmp_path):
+    with pytest.raises(SourceError, match=r"nope\.mp4 does not exist"):
+        VideoSource(tmp_path / "nope.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"empty\.mp4 is empty"):
+        VideoSource(tmp_path / "empty.mp4")
+    (tmp_path / "notes.mp4").write_text("these are not the frames you are looking for\n" * 50)
+    with pytest.raises(SourceError, match=r"notes\.mp4 is not a video.*re-encode"):
+        VideoSource(tmp_path / "notes.mp4")
+    with pytest.raises(SourceError, match="is a folder"):
+        VideoSource(tmp_path)
+
+
+def test_truncated_video_is_a_clear_error(tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8) for i in range(20)]
+    good = write_video(tmp_path / "good.mp4", frames)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: it is gone
+    with pytest.raises(SourceError, match=r"cut\.mp4.*(truncated|not a video|no decodable)"):
+        with VideoSource(cut) as src:
+            list(src)
+
+
+def test_image_folder_sorted_skips_unreadable_and_normalises(tmp_path, caplog):
+    grey = np.full((30, 40), 200, np.uint8)
+    bgra = np.zeros((30, 40, 4), np.uint8)
+    bgra[..., 2] = 255
+    bgra[..., 3] = 128
+    odd = np.full((481, 641, 3), 7, np.uint8)
+    deep = np.full((20, 20, 3), 65535, np.uint16)
+    cv2.imwrite(str(tmp_path / "b_grey.png"), grey)
+    cv2.imwrite(str(tmp_path / "a_bgra.png"), bgra)
+    cv2.imwrite(str(tmp_path / "d_odd.jpg"), odd)
+    cv2.imwrite(str(tmp_path / "e_deep.png"), deep)
+    (tmp_path / "c_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tmp_path / "readme.txt").write_text("not an image")
+    src = ImageFolderSource(tmp_path)
+    frames = list(src)
+    assert [f.source for f in frames] == ["a_bgra.png", "b_grey.png", "d_odd.jpg", "e_deep.png"]
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert all(f.image.dtype == np.uint8 and f.image.ndim == 3 and f.image.shape[2] == 3 for f in frames)
+    assert frames[0].image[0, 0].tolist() == [0, 0, 255]
+    assert frames[1].image[0, 0].tolist() == [200, 200, 200]
+    assert frames[2].image.shape == (481, 641, 3)
+    assert frames[3].image[0, 0].tolist() == [255, 255, 255]
+    assert src.skipped and src.skipped[0][0] == "c_broken.jpg"
+    assert "c_broken.jpg" in caplog.text
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        ImageFolderSource(tmp_path / "missing")
+    with pytest.raises(SourceError, match="holds no images"):
+        ImageFolderSource(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"nope")
+    with pytest.raises(SourceError, match="none of the 1 images"):
+        list(ImageFolderSource(tmp_path))
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((5, 7), np.uint8), np.zeros((5, 7, 1), np.uint8), np.zeros((5, 7, 4), np.uint8),
+    np.zeros((5, 7, 2), np.uint8), np.zeros((5, 7, 3), np.uint16), np.zeros((5, 7, 3), np.float32),
+])
+def test_to_bgr_any_layout(image):
+    out = to_bgr(image)
+    assert out.shape == (5, 7, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+
+
+def test_demo_is_deterministic_and_moves_as_told():
+    a, b = DemoSource(frames=40), DemoSource(frames=40)
+    fa, fb = list(a), list(b)
+    assert len(fa) == 40 and fa[0].image.shape == (480, 640, 3)
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(fa, fb))
+    assert not np.array_equal(fa[0].image, fa[39].image)
+    np.testing.assert_allclose([f.pts_seconds for f in fa[:3]], [0, 1 / 30, 2 / 30])
+    # the known motion: the picture's centre goes where transform() says, and its pixels with it
+    m = a.transform(39)
+    portrait = a._portrait
+    y, x = 300, 256
+    cx, cy = m @ np.array([x, y, 1.0])
+    np.testing.assert_allclose(fa[39].image[int(round(cy)), int(round(cx))].astype(int),
+                               portrait[y, x].astype(int), atol=40)
+
+
+def test_demo_two_faces_side_by_side():
+    src = DemoSource(frames=2, faces=2)
+    left, right = src.transform(0, 0), src.transform(0, 1)
+    assert left[0, 2] < right[0, 2]
+
+
+class FakeCapture:
+    """A camera stand-in: `n` frames (their number in pixel 0), then it 'unplugs'."""
+
+    def __init__(self, n=10_000, delay=0.0, opened=True):
+        self.n, self.delay, self.i, self.opened = n, delay, 0, opened
+
+    def isOpened(self):
+        return self.opened
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 8, cv2.CAP_PROP_FRAME_HEIGHT: 6}.get(prop, 0)
+
+    def read(self):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.i >= self.n:
+            return False, None
+        img = np.full((6, 8, 3), self.i % 256, np.uint8)
+        self.i += 1
+        return True, img
+
+    def release(self):
+        self.opened = False
+
+
+def test_missing_camera_is_a_clear_error():
+    with pytest.raises(SourceError, match=r"camera 57 could not be opened.*--demo"):
+        CameraSource(57)
+    with pytest.raises(SourceError, match="camera 3 could not be opened"):
+        CameraSource(3, capture=FakeCapture(opened=False))
+
+
+def test_camera_that_disappears_mid_stream():
+    src = CameraSource(0, capture=FakeCapture(n=5, delay=0.001), queue_size=64)
+    got = []
+    with pytest.raises(SourceError, match=r"camera 0 stopped delivering frames after 5 frames") as e:
+        for f in src:
+            got.append(f)
+    src.close()
+    assert e.value.exit_code == 1 and len(got) == 5
+
+
+def test_slow_consumer_never_stalls_capture_and_gets_fresh_frames():
+    cap = FakeCapture(delay=0.002)
+    src = CameraSource(0, capture=cap, queue_size=2)
+    seen = []
+    for f in src:
+        seen.append(int(f.image[0, 0, 0]))
+        time.sleep(0.03)  # a slow frame downstream
+        if len(seen) == 6:
+            break
+    src.close()
+    assert src.dropped > 0  # old frames were dropped, capture kept going
+    assert cap.i > 6 * 5  # capture ran well ahead of us while we were slow
+    assert all(b > a for a, b in zip(seen, seen[1:]))  # in order, newest first taken
+    assert not any(t.name == "camera-0" and t.is_alive() for t in threading.enumerate())
