@@ -81,6 +81,8 @@ class Tracker:
         self.max_faces = int(max_faces)
         self.smooth = float(smooth or 0.0)
         self.min_confidence = float(min_confidence)
+        # a tracked face whose expected detector box overlaps its matched detection less than this is
+        # re-anchored on the detection (same id); above 1, every detection re-anchors
         self.reanchor_iou = 0.5
         self.timings = Timings()
         self.tracks: list[Track] = []
