@@ -161,3 +161,28 @@ def test_face_leaving_the_frame(tmp_path, model_path):
     rows = list(csv.DictReader(c.open()))
     assert rows[0]["face_id"] == "0" and rows[-1]["face_id"] == "-1"
     assert len({r["frame"] for r in rows}) == 45
+
+
+def test_runtime_never_imports_torch_onnx_or_train():
+    import subprocess
+    import sys
+
+    from runtime_helpers import ROOT
+
+    code = ("import sys, fkp_live, fkp_live.cli, fkp_live.pipeline, fkp_live.bench, fkp_live.sinks, fkp_live.draw; "
+            "from fkp_live import Tracker; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'train', 'onnx')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_bench_is_reachable_from_the_cli():
+    import subprocess
+    import sys
+
+    from runtime_helpers import ROOT
+
+    p = subprocess.run([sys.executable, "-m", "fkp_live.cli", "bench", "--help"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "FaceMesh" in p.stdout

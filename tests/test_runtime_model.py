@@ -1,0 +1,78 @@
+"""The shipped default model through the runtime: accuracy and tracking on real faces.
+
+These wait (skip) until models/ibug68.onnx and its card exist, and need ../shared/data.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime_helpers import DATA, SHIPPED, VIDEOS, needs_data, needs_shipped_model
+
+pytestmark = [needs_shipped_model]
+
+
+def _read_pts(path):
+    body = path.read_text().split("{")[1].split("}")[0].split()
+    return np.array(body, float).reshape(-1, 2) - 1.0  # 1-based -> 0-based pixel centres
+
+
+@needs_data
+def test_default_model_resolves_and_runs_through_the_tracker():
+    from fkp_live import Tracker
+
+    tr = Tracker(device="cpu")  # model=None: the shipped default
+    assert tr.landmarker.onnx_path.resolve() == SHIPPED.resolve()
+    from fkp_live.sources import DemoSource
+
+    faces = tr(next(iter(DemoSource(frames=1))))
+    assert len(faces) == 1 and faces[0].points.shape == (tr.schema.n, 2)
+
+
+@needs_data
+def test_300w_accuracy_from_detector_crops():
+    """Inter-ocular NME of the first detection-seeded prediction on 300-W faces (AFW)."""
+    import cv2
+
+    from fkp_live import Tracker
+
+    tr = Tracker(device="cpu", smooth=None)
+    files = sorted((DATA / "300w" / "afw").glob("*.pts"))[:120]
+    nmes = []
+    for p in files:
+        img = cv2.imread(str(p.with_suffix(".jpg")))
+        if img is None:
+            continue
+        gt = _read_pts(p)
+        tr.reset()
+        faces = tr(img)
+        if not faces:
+            continue
+        c = gt.mean(axis=0)
+        f = min(faces, key=lambda x: np.linalg.norm(x.raw.mean(axis=0) - c))
+        iod = np.linalg.norm(gt[45] - gt[36])
+        nmes.append(np.linalg.norm(f.raw - gt, axis=1).mean() / iod)
+    assert len(nmes) > 0.8 * len(files), "the detector found too few 300-W faces"
+    assert float(np.mean(nmes)) < 0.10, f"mean NME {np.mean(nmes):.3f}"
+
+
+@needs_data
+def test_tracking_a_real_clip_keeps_one_face_and_is_steady():
+    from fkp_live import Tracker
+    from fkp_live.smooth import jitter
+    from fkp_live.sources import VideoSource
+
+    tr = Tracker(device="cpu")
+    raw, sm, ids = [], [], set()
+    with VideoSource(VIDEOS / "d3.mp4") as src:
+        for f in src:
+            faces = tr(f)
+            assert len(faces) == 1, f"frame {f.index}: {len(faces)} faces"
+            ids.add(faces[0].id)
+            raw.append(faces[0].raw)
+            sm.append(faces[0].smoothed)
+    assert ids == {0}
+    raw, sm = np.array(raw), np.array(sm)
+    e = tr.schema.ocular_points(raw)
+    iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
+    assert jitter(sm, iod) < jitter(raw, iod)
