@@ -77,6 +77,7 @@ def fit_options(f):
         click.option("--patience", type=int, default=0, show_default=True, help="Early stopping (0 = off)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
+        click.option("--stop-after", type=int, help="Run at most N epochs now; continue later with --resume."),
         click.option("--skip-bad", is_flag=True, help="Skip bad files (and report them) instead of stopping."),
         click.option("--limit", type=int, help="Use only the first N training samples."),
         click.option("--threads", type=int, help="Torch CPU threads."),
@@ -91,8 +92,8 @@ def fit_options(f):
 @main.command("fit", context_settings=CONTEXT)
 @fit_options
 def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, loss, optimizer,
-                schedule, crop_scale, augment, net_args, patience, seed, resume, skip_bad, limit,
-                threads, workers, device):
+                schedule, crop_scale, augment, net_args, patience, seed, resume, stop_after, skip_bad,
+                limit, threads, workers, device):
     """Train a model. Also runs under `torchrun --nproc_per_node=N -m train.fit ...` (DDP).
 
     Writes OUT/last.pt every epoch and OUT/best.pt when the validation metric improves (both
@@ -105,7 +106,7 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
                            channels=channels, loss=loss, optimizer=optimizer, schedule=schedule,
                            crop_scale=crop_scale, augment=augment, net_args=net_args)
     cfg = FitConfig(task=t, data=data, out=out, extra=list(extra), seed=seed, patience=patience,
-                    resume=resume, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
+                    resume=resume, stop_after=stop_after, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
                     device=device)
     try:
         summary = fit(cfg)
@@ -306,7 +307,6 @@ def predict_command(checkpoint, images, out):
     import torch
 
     from fkp_live import schemas
-    from fkp_live.draw import draw_points
 
     from .augment import NO_AUGMENT, make_example
     from .data import DataError
@@ -345,7 +345,10 @@ def predict_command(checkpoint, images, out):
             p, c = model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
         frame_pts = to_frame(p.numpy(), ex_.matrix[None], task.size)[0]
         vis = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
-        draw_points(vis, frame_pts, schema, colour=(0, 0, 255))
+        for line in schema.lines:
+            cv2.polylines(vis, [np.round(frame_pts[list(line)]).astype(np.int32)], False, (0, 200, 255), 1, cv2.LINE_AA)
+        for x, y in frame_pts:
+            cv2.circle(vis, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1, cv2.LINE_AA)
         cv2.imwrite(str(out / f"{path.stem}_pred.png"), vis)
         rows.append([path.name, f"{float(torch.sigmoid(c)[0]):.4f}"] +
                     [f"{v:.2f}" for v in frame_pts[:, 0]] + [f"{v:.2f}" for v in frame_pts[:, 1]])

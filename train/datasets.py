@@ -28,7 +28,7 @@ def load_split(task: Task, data: str | Path, split: str, skip_bad: bool = False,
         from .data import ibug
 
         roots = [p for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir() else [data]
-        if data.is_dir() and any(data.glob("*.pts")):
+        if not roots or (data.is_dir() and any(data.glob("*.pts"))):
             roots = [data]
         samples, skipped = [], []
         for r in roots:

@@ -45,6 +45,7 @@ class FitConfig:
     val_limit: int | None = None
     device: str = "cpu"
     progress: bool = True
+    stop_after: int | None = None  # run at most this many epochs now (resume later with --resume)
 
 
 # --- distributed helpers ---------------------------------------------------------------------
@@ -222,7 +223,7 @@ def fit(cfg: FitConfig) -> dict:
             opt.step()
             if sched is not None and when == "step":
                 sched.step()
-            total += float(loss) * len(x)
+            total += float(loss.detach()) * len(x)
             count += len(x)
             if bar is not None:
                 bar.update(1)
@@ -279,6 +280,10 @@ def fit(cfg: FitConfig) -> dict:
             atomic_save(state, ckpt_last)
             msg = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             print(msg + ("  *best" if improved else ""), file=sys.stderr, flush=True)
+        if cfg.stop_after and len(history) >= cfg.stop_after and epoch + 1 < task.epochs:
+            if is_main():
+                print(f"stopping after {len(history)} epoch(s) as asked; continue with --resume", file=sys.stderr)
+            break
         if cfg.patience and stale >= cfg.patience:
             if is_main():
                 print(f"early stop: no better {task.metric} for {stale} epochs", file=sys.stderr)

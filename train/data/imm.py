@@ -29,7 +29,11 @@ def read_asf(path: str | Path, width: int, height: int) -> tuple[np.ndarray, str
         raise DataError(f"{path}:{lineno}: expected the point count, got {first!r}") from None
     if n != N_POINTS:
         raise DataError(f"{path}:{lineno}: expected {N_POINTS} points, the file says {n}")
-    rows = body[1 : 1 + n]
+    rows = []
+    for lineno, ln in body[1:]:
+        if len(rows) == n or len(ln.split()) == 1:  # the host image's name ends the points
+            break
+        rows.append((lineno, ln))
     if len(rows) < n:
         raise DataError(f"{path}: expected {n} point lines, found {len(rows)}")
     pts = np.empty((n, 2), np.float32)
@@ -45,7 +49,7 @@ def read_asf(path: str | Path, width: int, height: int) -> tuple[np.ndarray, str
             raise DataError(f"{path}:{lineno}: point index {idx} where {k} was expected")
         # relative coordinates: pixel = x_rel * width (the IMM convention)
         pts[k] = (x * width, y * height)
-    host = body[1 + n][1] if len(body) > 1 + n else None
+    host = body[1 + n][1] if len(body) > 1 + n and len(body[1 + n][1].split()) == 1 else None
     return pts, host
 
 
