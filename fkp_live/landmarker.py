@@ -24,8 +24,21 @@ class DeviceError(Exception):
     """The requested execution provider cannot run here."""
 
 
+def _gpu_driver_present() -> bool:
+    """Is there an NVIDIA driver (libcuda) to run CUDA/TensorRT providers on at all?"""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
 def _session(path: str, device: str, threads: int | None):
     import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -34,7 +47,9 @@ def _session(path: str, device: str, threads: int | None):
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     available = ort.get_available_providers()
-    order = ["tensorrt", "cuda", "cpu"] if device == "auto" else [device]
+    # auto: GPU providers only where a driver exists; ONNX Runtime lists them whenever the
+    # onnxruntime-gpu wheel is installed and prints pages of errors when they fail to load
+    order = (["tensorrt", "cuda", "cpu"] if _gpu_driver_present() else ["cpu"]) if device == "auto" else [device]
     if device not in ("auto", *_PROVIDERS):
         raise DeviceError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
     last_err = None
@@ -109,10 +124,10 @@ class Landmarker:
     def prepare(self, image: np.ndarray, crops: list[Crop]) -> np.ndarray:
         """Cut, convert and normalise crops from one frame: (B, C, S, S) float32."""
         s = self.size
-        image = as_channels(image, self.card.channels)
         batch = np.empty((len(crops), s, s, self.card.channels), dtype=np.uint8)
         for i, c in enumerate(crops):
-            w = warp(image, c, s)
+            # cut first, convert the small crop: cheaper than converting the whole frame
+            w = as_channels(warp(image, c, s), self.card.channels)
             batch[i] = w.reshape(s, s, self.card.channels)
         return self.normalise(batch)
 

@@ -445,5 +445,148 @@ def bench_command(models, data, runs, threads):
                        f"{b4 / 4:>12.3f}{b4:>8.2f}  {ms}")
 
 
+@main.command("convert", context_settings=CONTEXT)
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the Kaggle files.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random label removal.")
+@click.option("--keep-all", default=0.3, show_default=True,
+              help="Fraction of training images that keep all 15 points (the rest keep Kaggle's 4).")
+@click.option("--skip-bad", is_flag=True, help="Skip bad files (and report them) instead of stopping.")
+def convert_command(sources, out, seed, keep_all, skip_bad):
+    """Write a Kaggle Facial Keypoints dataset from 68-point .pts folders.
+
+    \b
+    68 -> 15 points, 96x96 greyscale faces framed like Kaggle's, labels removed at random so
+    that about 70% of the images keep only the 4 points of Kaggle's big subset. 300-W's fixed
+    test split becomes test.csv + IdLookupTable.csv (+ test_truth.csv to score submissions).
+    Example:
+      fkp-train convert ../shared/data/300w/* --out runs/kaggle_data
+    """
+    from .convert import convert_to_kaggle, iter_ibug
+    from .data import DataError, SkipReport
+
+    report = SkipReport([])
+    try:
+        convert_to_kaggle(iter_ibug(sources, skip_bad, report), out, seed=seed, keep_all_frac=keep_all,
+                          echo=click.echo)
+    except (DataError, ValueError) as e:
+        raise Fail(str(e)) from None
+    if report:
+        click.echo(report.summary(), err=True)
+
+
+@main.command("kaggle-submit", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--test", "test_csv", required=True, type=click.Path(exists=True), help="Kaggle test.csv.")
+@click.option("--lookup", required=True, type=click.Path(exists=True), help="Kaggle IdLookupTable.csv.")
+@click.option("--out", required=True, type=click.Path(), help="The submission CSV (RowId,Location).")
+@click.option("--two-model", type=click.Path(exists=True),
+              help="Second checkpoint for the points the first was not trained on (seeds' approach).")
+@click.option("--truth", type=click.Path(exists=True),
+              help="test_truth.csv from `fkp-train convert`: also print the submission's RMSE.")
+def kaggle_submit_command(checkpoint, test_csv, lookup, out, two_model, truth):
+    """Predict Kaggle's test.csv and write the submission file, Locations clipped to [0, 96]."""
+    import numpy as np
+    import torch
+
+    from .data import DataError, kaggle
+
+    model, task = _load_ckpt(checkpoint)
+    if task.schema != "kaggle15" or task.size != (96, 96):
+        raise Fail(f"{checkpoint}: a kaggle15 model on 96x96 input is needed, this one is "
+                   f"{task.schema} at {task.size[0]}x{task.size[1]}")
+    try:
+        ids, images = kaggle.read_test(test_csv)
+    except DataError as e:
+        raise Fail(str(e)) from None
+
+    def run(m):
+        x = torch.from_numpy((images.astype(np.float32)[:, None] / 255.0 - 0.5) / 0.5)
+        with torch.no_grad():
+            return np.concatenate([m(x[i : i + 256])[0].numpy() for i in range(0, len(x), 256)]) * 96.0
+
+    pred = run(model)
+    if two_model:
+        model_b, task_b = _load_ckpt(two_model)
+        first = np.zeros(pred.shape[1], bool)
+        first[list(task.label_subset or range(pred.shape[1]))] = True
+        pred = np.where(first[None, :, None], pred, run(model_b))
+    # whole-image models predict fractions of the 96x96 input; pixel centres are integers
+    try:
+        n = kaggle.write_submission(lookup, dict(zip(ids, pred)), out)
+    except (DataError, ValueError) as e:
+        raise Fail(str(e)) from None
+    click.echo(f"wrote {out}: {n} rows for {len(ids)} images")
+    if truth:
+        click.echo(f"RMSE against {truth}: {kaggle.score_submission(out, lookup, truth):.4f} px")
+
+
+@main.command("calibrate", context_settings=CONTEXT)
+@click.option("--data", required=True, type=click.Path(exists=True), help="A 300-W folder (68 points).")
+@click.option("--crop-scale", default=1.3, show_default=True, help="The model's crop scale (its task's).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "all"]))
+@click.option("--out", required=True, type=click.Path(), help="JSON for `fkp-train export --calibration`.")
+@click.option("--limit", type=int, help="Use at most N images.")
+def calibrate_command(data, crop_scale, split, out, limit):
+    """Measure how each runtime detector's box maps to the model's crop.
+
+    For every face the crop made from its true points (the model's convention) is compared with
+    the box the runtime's detector finds; the medians of the centre offset (in box sizes, in the
+    eye-levelled frame) and of the size ratio become (dx, dy, scale) in the model card.
+    """
+    import math
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from fkp_live import schemas
+    from fkp_live.crop import crop_from_points
+    from fkp_live.detect import make_detector
+
+    from .datasets import load_split
+    from .tasks import get
+
+    task = get("ibug68").with_(channels=3)
+    samples, _ = load_split(task, data, split)
+    samples = samples[:limit]
+    schema = schemas.IBUG68
+    result = {}
+    for name in ("blazeface", "blazeface-full", "haar"):
+        det = make_detector(name)
+        rows, missed = [], 0
+        for smp in tqdm(samples, desc=name, leave=False):
+            crop = crop_from_points(smp.points, schema, crop_scale, True)
+            dets = det(smp.image)
+            best, best_d = None, math.inf
+            for d in dets:
+                bx, by = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+                dist = math.hypot(bx - crop.cx, by - crop.cy)
+                if dist < best_d and dist < 0.5 * crop.side:
+                    best, best_d = d, dist
+            if best is None:
+                missed += 1
+                continue
+            # at run time the roll comes from the detector's eyes (BlazeFace) or is 0 (Haar)
+            ang = 0.0
+            if best.eyes is not None:
+                e = best.eyes
+                ang = math.atan2(e[1, 1] - e[0, 1], e[1, 0] - e[0, 0])
+            size = best.size
+            ox, oy = crop.cx - (best.box[0] + best.box[2]) / 2, crop.cy - (best.box[1] + best.box[3]) / 2
+            c, s_ = math.cos(ang), math.sin(ang)
+            rows.append(((c * ox + s_ * oy) / size, (-s_ * ox + c * oy) / size, crop.side / size))
+        det.close()
+        if not rows:
+            click.echo(f"{name}: found no face; not calibrated", err=True)
+            continue
+        med = np.median(np.array(rows), axis=0)
+        spread = np.percentile(np.array(rows), [25, 75], axis=0)
+        result[name] = [round(float(v), 4) for v in med]
+        click.echo(f"{name}: dx={med[0]:.3f} dy={med[1]:.3f} scale={med[2]:.3f} over {len(rows)} faces "
+                   f"({missed} missed); IQR of scale {spread[0, 2]:.3f}..{spread[1, 2]:.3f}")
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":
     main()
