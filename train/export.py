@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +58,16 @@ def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> 
         raise ExportError("crop-mode models must have a square input")
     dummy = torch.zeros(2, task.channels, h, w)
     tmp = out.with_name(out.name + ".tmp")
-    torch.onnx.export(
-        ExportWrapper(model.eval()), (dummy,), str(tmp), input_names=["image"],
-        output_names=["points", "confidence"], opset_version=opset,
-        dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}, "confidence": {0: "batch"}},
-        dynamo=False,
-    )
+    # the TorchScript exporter gives a small plain graph of convs, resizes and a softmax that every
+    # ONNX Runtime provider runs; torch deprecates it in favour of torch.export, which needs more
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            ExportWrapper(model.eval()), (dummy,), str(tmp), input_names=["image"],
+            output_names=["points", "confidence"], opset_version=opset,
+            dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}, "confidence": {0: "batch"}},
+            dynamo=False,
+        )
     import onnx
 
     onnx.checker.check_model(str(tmp))

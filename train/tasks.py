@@ -48,6 +48,12 @@ TASKS = {
         epochs=60, batch=16, lr=1e-3, points=(52,),
         augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.0),
     ),
+    # 1b. the same whole image through the heatmap net: a soft-argmax over 1/4-resolution maps
+    "nose-hm": Task(
+        "nose-hm", "nose1", "imm", "mobile", (192, 144), mode="full", loss="wing", metric="mean_px",
+        epochs=60, batch=16, lr=1e-3, points=(52,),
+        augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.0),
+    ),
     # 2. all 58 IMM points, whole image at 240x180
     "imm58": Task(
         "imm58", "imm58", "imm", "imm", (240, 180), mode="full", loss="wing", metric="nme_io",

@@ -1,0 +1,158 @@
+"""Export: ONNX parity through the runtime's wrapper, the card, INT8/FP16, TensorRT's absence,
+and clear errors for corrupt or mismatched model files."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fkp_live.card import ModelCard, ModelError
+from fkp_live.landmarker import Landmarker
+from train import export as ex
+from train.cli import main as fkp_train
+from train.fit import build_model
+from train.tasks import get
+
+
+def _tiny_task():
+    return get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    task = _tiny_task()
+    torch.manual_seed(0)
+    model = build_model(task).eval()
+    # non-trivial weights: a few random BatchNorm statistics so the export is not all zeros
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {"model": model.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}
+    torch.save(state, d / "best.pt")
+    return d, model, task
+
+
+def test_export_parity_through_runtime_wrapper(tiny):
+    d, model, task = tiny
+    out = d / "tiny.onnx"
+    ex.export_onnx(model, task, out)
+    card = ex.make_card(task, "tiny")
+    card.save(out.with_suffix(".json"))
+    crops = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 1), dtype=np.uint8)
+    diff = ex.parity(model, out, card, crops)
+    assert diff < 0.05
+    # dynamic batch: the runtime runs 1 and 7 crops through one file
+    lm = Landmarker(out, device="cpu")
+    for b in (1, 7):
+        pts, conf = lm.run(lm.normalise(np.zeros((b, 64, 64, 1), np.uint8)))
+        assert pts.shape == (b, 68, 2) and conf.shape == (b,)
+        assert ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_export_cli_writes_card_and_checks_parity(tiny, tmp_path):
+    d, _, _ = tiny
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out), "--fp16"])
+    assert r.exit_code == 0, r.output
+    assert "parity: largest torch/ONNX Runtime difference" in r.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["schema"] == "ibug68" and card["input_size"] == 64 and card["channels"] == 1
+    assert card["metrics"]["parity_max_px"] < 0.05
+    assert "research use only" in card["licence"]
+    assert "crop" in card["layout"]
+    assert (tmp_path / "m.fp16.onnx").exists()
+    lm = Landmarker(tmp_path / "m.fp16.onnx", device="cpu")
+    pts, _ = lm.run(lm.normalise(np.zeros((2, 64, 64, 1), np.uint8)))
+    assert np.isfinite(pts).all()
+
+
+def test_int8_quantisation_runs_and_stays_close(tiny, tmp_path):
+    d, model, task = tiny
+    out = tmp_path / "m.onnx"
+    ex.export_onnx(model, task, out)
+    x = np.random.default_rng(1).standard_normal((16, 1, 64, 64)).astype(np.float32)
+    q = tmp_path / "m.int8.onnx"
+    ex.quantize_int8(out, q, x)
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x[:4]})[0]
+    b = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"image": x[:4]})[0]
+    assert np.abs(a - b).max() * 64 < 8, "int8 points stay within a few pixels of fp32"
+    assert q.stat().st_size < out.stat().st_size
+
+
+def test_tensorrt_absent_is_a_clear_message(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    d, _, _ = tiny
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "t.onnx"), "--tensorrt"])
+    assert r.exit_code == 3
+    assert "TensorRT is not installed" in r.output
+    assert "Traceback" not in r.output
+    assert (tmp_path / "t.onnx").exists(), "the ONNX export itself still stands"
+
+
+def test_corrupt_and_mismatched_models(tiny, tmp_path):
+    d, model, task = tiny
+    good = tmp_path / "good.onnx"
+    ex.export_onnx(model, task, good)
+    ex.make_card(task, "good").save(good.with_suffix(".json"))
+
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    shutil.copy(good.with_suffix(".json"), corrupt.with_suffix(".json"))
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        Landmarker(corrupt, device="cpu")
+
+    nocard = tmp_path / "nocard.onnx"
+    shutil.copy(good, nocard)
+    with pytest.raises(ModelError, match="card .*nocard.json is missing"):
+        Landmarker(nocard, device="cpu")
+
+    wrong = tmp_path / "wrong.onnx"
+    shutil.copy(good, wrong)
+    c = ModelCard.load(good.with_suffix(".json"))
+    c.input_size = 128
+    c.save(wrong.with_suffix(".json"))
+    with pytest.raises(ModelError, match="card says .*does not belong"):
+        Landmarker(wrong, device="cpu")
+
+    unknown = tmp_path / "unknown.onnx"
+    shutil.copy(good, unknown)
+    dd = json.loads(good.with_suffix(".json").read_text())
+    dd["schema"] = "ibug99"
+    unknown.with_suffix(".json").write_text(json.dumps(dd))
+    with pytest.raises(ModelError, match="unknown keypoint schema 'ibug99'"):
+        Landmarker(unknown, device="cpu")
+
+    badjson = tmp_path / "badjson.onnx"
+    shutil.copy(good, badjson)
+    badjson.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        Landmarker(badjson, device="cpu")
+
+    with pytest.raises(ModelError, match="no model named 'nosuch'"):
+        Landmarker("nosuch", device="cpu")
+
+
+def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
+    from fkp_live.landmarker import DeviceError, _gpu_driver_present
+
+    if _gpu_driver_present():
+        pytest.skip("a GPU driver is present")
+    d, model, task = tiny
+    p = tmp_path / "m.onnx"
+    ex.export_onnx(model, task, p)
+    ex.make_card(task, "m").save(p.with_suffix(".json"))
+    with pytest.raises(DeviceError, match="--device cuda"):
+        Landmarker(p, device="cuda")
+    assert Landmarker(p, device="auto").device == "cpu"
