@@ -78,6 +78,7 @@ def fit_options(f):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt."),
         click.option("--stop-after", type=int, help="Run at most N epochs now; continue later with --resume."),
+        click.option("--init", type=click.Path(exists=True), help="Start from this checkpoint's weights (fine-tune)."),
         click.option("--skip-bad", is_flag=True, help="Skip bad files (and report them) instead of stopping."),
         click.option("--limit", type=int, help="Use only the first N training samples."),
         click.option("--threads", type=int, help="Torch CPU threads."),
@@ -92,8 +93,8 @@ def fit_options(f):
 @main.command("fit", context_settings=CONTEXT)
 @fit_options
 def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, loss, optimizer,
-                schedule, crop_scale, augment, net_args, patience, seed, resume, stop_after, skip_bad,
-                limit, threads, workers, device):
+                schedule, crop_scale, augment, net_args, patience, seed, resume, stop_after, init,
+                skip_bad, limit, threads, workers, device):
     """Train a model. Also runs under `torchrun --nproc_per_node=N -m train.fit ...` (DDP).
 
     Writes OUT/last.pt every epoch and OUT/best.pt when the validation metric improves (both
@@ -106,7 +107,7 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
                            channels=channels, loss=loss, optimizer=optimizer, schedule=schedule,
                            crop_scale=crop_scale, augment=augment, net_args=net_args)
     cfg = FitConfig(task=t, data=data, out=out, extra=list(extra), seed=seed, patience=patience,
-                    resume=resume, stop_after=stop_after, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
+                    resume=resume, stop_after=stop_after, init=init, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
                     device=device)
     try:
         summary = fit(cfg)

@@ -46,6 +46,7 @@ class FitConfig:
     device: str = "cpu"
     progress: bool = True
     stop_after: int | None = None  # run at most this many epochs now (resume later with --resume)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning), fresh optimiser
 
 
 # --- distributed helpers ---------------------------------------------------------------------
@@ -167,6 +168,11 @@ def fit(cfg: FitConfig) -> dict:
         persistent_workers=cfg.workers > 0,
     )
     model = build_model(task).to(device)
+    if cfg.init:
+        src = torch.load(cfg.init, map_location=device, weights_only=False)
+        model.load_state_dict(src["model"])
+        if is_main():
+            print(f"initialised from {cfg.init}", file=sys.stderr)
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = make_optimizer(task, model)
@@ -192,7 +198,7 @@ def fit(cfg: FitConfig) -> dict:
 
     if is_main():
         (out / "task.json").write_text(json.dumps({"task": task.to_dict(), "data": cfg.data,
-                                                    "extra": cfg.extra, "seed": cfg.seed,
+                                                    "extra": cfg.extra, "seed": cfg.seed, "init": cfg.init,
                                                     "argv": sys.argv}, indent=2))
     fields = None
     history = []

@@ -76,7 +76,8 @@ TASKS = {
     ),
     "ibug68-resnet": Task(
         "ibug68-resnet", "ibug68", "300w", "resnet18", (128, 128), mode="crop", crop_scale=1.3,
-        loss="wing", epochs=30, batch=32, lr=1e-3,
+        loss="wing", epochs=20, batch=32, lr=1e-3,
+        augment=dict(shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
     ),
     # 4. Kaggle 15 points, 96x96 greyscale, single model with the masked loss
     "kaggle15": Task(
