@@ -180,6 +180,20 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
         Path(json_out).write_text(json.dumps(res, indent=2) + "\n")
 
 
+def _protocol(task, split: str) -> str:
+    """What a card's metrics were measured on, in words."""
+    where = {
+        "300w": f"the fixed '{split}' split of 300-W afw + helen_train + lfpw_train (a hash of each "
+                "file name, train.data.ibug.split_of: 10% test, 5% val); the test split takes no part "
+                "in training or model selection",
+        "imm": "IMM people 33-40 (the course projects' person split; the model was selected on it)",
+        "kaggle": f"the '{split}' part of the Kaggle-format file (10% of rows by a hash of the row)",
+    }.get(task.reader, split)
+    crop = ("crops made from the true points with the card's crop convention (as in tracking)"
+            if task.mode == "crop" else "the whole image")
+    return f"{where}; input: {crop}; NME = mean point error / outer-eye-corner distance"
+
+
 def _load_ckpt(checkpoint):
     from .fit import load_checkpoint
 
@@ -249,7 +263,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     if data:
         test, _ = load_split(task, data, metrics_split)
         m = ex.evaluate_onnx(out, card, test, task)
-        card.metrics.update({"split": metrics_split, "data": str(data), "fp32": m})
+        card.metrics.update({"split": metrics_split, "data": str(data), "protocol": _protocol(task, metrics_split), "fp32": m})
         click.echo(f"{metrics_split} metrics (ONNX Runtime, fp32): {json.dumps(m)}")
     size, ch = task.size[0], task.channels
     card.metrics["latency_ms_cpu_1thread"] = {

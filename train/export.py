@@ -123,6 +123,12 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
         def get_next(self):
             return next(self.it, None)
 
+    import onnx
+
+    # The heatmap logits and the soft-argmax stay in float: 8-bit logits flatten the softmax and
+    # the expected position collapses towards the crop centre (38% NME instead of 4.7% measured).
+    keep_float = [n.name for n in onnx.load(str(onnx_path)).graph.node
+                  if n.name.startswith(("/model/heat", "/model/decode"))]
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
@@ -131,6 +137,7 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
             str(pre), str(tmp), Reader(calibration.astype(np.float32)),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_float,
         )
         os.replace(tmp, out)
 
