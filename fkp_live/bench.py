@@ -59,7 +59,9 @@ class _Loop:
         pass
 
 
-def _tracker(model, device, threads, detector, smooth=1.0):
+def _tracker(model, device, threads, detector, smooth=None):
+    from .smooth import DEFAULT_STRENGTH
+    smooth = DEFAULT_STRENGTH if smooth is None else smooth
     from .cli import _make_tracker
 
     return _make_tracker(dict(model=model, device=device, threads=threads, detector=detector, redetect_every=30,
@@ -201,6 +203,65 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
             click.echo(f"model on {name}: jitter raw {jitter(raw, iod):.4f}, smoothed {jitter(sm, iod):.4f} "
                        f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
                        f"points by {lag(sm, raw):.2f} frames")
+        _demo_smoothing(model, device, threads, detector)
+
+
+def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: float = 3.0) -> None:
+    """The real model on the demo portrait, still and moving, with camera-like noise.
+
+    Still: the same image every frame plus Gaussian pixel noise (sd `noise` grey levels), so all
+    jitter is the model's response to sensor noise. Moving: the demo's known motion; the truth of
+    every point is its mean position in the portrait's own frame pushed through that frame's
+    transform, so lag is measured against where the face really is.
+    """
+    from .smooth import jitter, lag
+    from .sources import DemoSource, Motion
+
+    rng = np.random.default_rng(0)
+    for label, motion in (("still", lambda t: Motion()), ("moving", None)):
+        src = DemoSource(frames=frames, motion=motion)
+        tracks = {}
+        for strength in (0.0, 1.0):
+            tr = _tracker(model, device, threads, detector, smooth=strength)
+            raw, sm, mats = [], [], []
+            for f in src:
+                img = np.clip(f.image.astype(np.float32) + rng.normal(0, noise, f.image.shape), 0, 255).astype(np.uint8)
+                faces = tr(img)
+                if len(faces) == 1:
+                    raw.append(faces[0].raw)
+                    sm.append(faces[0].smoothed)
+                    mats.append(src.transform(f.index))
+            tracks[strength] = (np.array(raw), np.array(sm), np.array(mats))
+        raw, _, mats = tracks[0.0]
+        _, sm, _ = tracks[1.0]
+        n = min(len(raw), len(sm))
+        if n < 60:
+            click.echo(f"demo {label}: the face was not tracked in enough frames ({n})")
+            continue
+        raw, sm, mats = raw[20:n], sm[20:n], mats[20:n]
+        # each frame's raw points in portrait pixels, averaged: the face's true shape there
+        inv = np.array([np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2] for m in mats])
+        local = np.einsum("tij,tnj->tni", inv[:, :, :2], raw) + inv[:, None, :, 2]
+        shape = local.mean(axis=0)
+        truth = np.einsum("tij,nj->tni", mats[:, :, :2], shape) + mats[:, None, :, 2]
+        e = tracker_schema_eyes(model, truth)
+        iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
+        jr, js = jitter(raw, iod), jitter(sm, iod)
+        if label == "still":
+            click.echo(f"model, demo face still + pixel noise sd {noise:g}: jitter raw {jr:.4f}, smoothed {js:.4f} "
+                       f"({jr / max(js, 1e-9):.1f}x lower)")
+        else:
+            err_r = float(np.mean(np.linalg.norm(raw - truth, axis=-1) / iod[:, None]))
+            err_s = float(np.mean(np.linalg.norm(sm - truth, axis=-1) / iod[:, None]))
+            click.echo(f"model, demo face moving: lag behind the true motion raw {lag(raw, truth):.2f} frames, "
+                       f"smoothed {lag(sm, truth):.2f} frames; error vs truth (IOD) raw {err_r:.4f}, "
+                       f"smoothed {err_s:.4f}")
+
+
+def tracker_schema_eyes(model, pts):
+    from .card import ModelCard, resolve
+
+    return ModelCard.load(resolve(model)[1]).keypoints.ocular_points(pts)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .smooth import DEFAULT_STRENGTH as DEFAULT_SMOOTH
+
 log = logging.getLogger("fkp_live")
 
 EXAMPLES = """\b
@@ -226,7 +228,7 @@ def _device_line(tracker) -> str:
               help="Look for new faces every N frames (faces are also re-detected whenever one is lost).")
 @click.option("--max-faces", type=click.IntRange(1, 64), default=5, show_default=True, metavar="N",
               help="Track at most N faces.")
-@click.option("--smooth", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="STRENGTH",
+@click.option("--smooth", type=click.FloatRange(min=0), default=DEFAULT_SMOOTH, show_default=True, metavar="STRENGTH",
               help="Kalman smoothing strength; higher is steadier, 0 is off.")
 @click.option("--no-smooth", is_flag=True, help="Raw keypoints, no smoothing.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,

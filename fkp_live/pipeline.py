@@ -24,7 +24,7 @@ import numpy as np
 from .crop import Crop, crop_from_box, crop_from_points, roll_from_eyes
 from .detect import Detection, box_calibration, make_detector
 from .landmarker import Landmarker
-from .smooth import KeypointSmoother
+from .smooth import DEFAULT_STRENGTH, KeypointSmoother
 from .sources import Frame, to_bgr
 from .tracker import IdPool, Track, iou, match
 
@@ -65,7 +65,7 @@ class Timings:
 class Tracker:
     def __init__(self, model=None, device: str = "auto", threads: int | None = None,
                  detector="auto", redetect_every: int = 30, max_faces: int = 5,
-                 smooth: float | None = 1.0, min_confidence: float = 0.5,
+                 smooth: float | None = DEFAULT_STRENGTH, min_confidence: float = 0.5,
                  min_detection_score: float = 0.5, landmarker: Landmarker | None = None):
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, not {redetect_every}")
