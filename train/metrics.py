@@ -51,7 +51,7 @@ def mae(pred, truth, mask) -> float:
 
 def mean_pixel_error(pred, truth, mask) -> float:
     """Mean Euclidean point error in pixels."""
-    return float(np.nanmean(point_errors(pred, truth, mask)))
+    return _nanmean(point_errors(pred, truth, mask))
 
 
 def ced(nmes: np.ndarray, limit: float = 0.08, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +84,13 @@ def per_point_error(pred, truth, mask, norm: np.ndarray | None = None) -> np.nda
         return np.nanmean(e, axis=0)
 
 
+def _nanmean(x) -> float:
+    """Mean of the finite values; NaN (without a warning) when there are none."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
 def summary(pred, truth, mask, schema: Schema, limit: float = 0.08) -> dict:
     """Every metric that applies to the schema, as plain floats (NME etc. in percent)."""
     mask = np.asarray(mask, bool)
@@ -96,8 +103,8 @@ def summary(pred, truth, mask, schema: Schema, limit: float = 0.08) -> dict:
     if schema.ocular is not None:
         nme_o = nme_per_sample(pred, truth, mask, schema, "ocular")
         out.update({
-            "nme_io": 100 * float(np.nanmean(nme_o)),
-            "nme_ip": 100 * float(np.nanmean(nme_per_sample(pred, truth, mask, schema, "pupil"))),
+            "nme_io": 100 * _nanmean(nme_o),
+            "nme_ip": 100 * _nanmean(nme_per_sample(pred, truth, mask, schema, "pupil")),
             f"auc@{limit:g}": float(auc(nme_o, limit)),
             f"fr@{limit:g}": 100 * float(failure_rate(nme_o, limit)),
         })
