@@ -423,6 +423,48 @@ def plot_command(run, data, split, out):
         click.echo(str(m))
 
 
+@main.command("eval-runtime", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True), help="A 300-W folder (68 points).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test", "all"]))
+@click.option("--detector", default="blazeface", show_default=True,
+              type=click.Choice(["blazeface", "blazeface-full", "haar"]))
+def eval_runtime_command(model, data, split, detector):
+    """Accuracy of a shipped or exported model the way the runtime meets a new face: the
+    detector's box, the card's box calibration, one pass of the model (first frame) and a second
+    pass from those points (what tracking does on the next frame). Images with no face detected
+    count as missed."""
+    import numpy as np
+
+    from fkp_live.pipeline import Tracker
+
+    from . import metrics
+    from .datasets import load_split
+    from .tasks import get
+
+    samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
+    first, second, truth, missed = [], [], [], 0
+    tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
+                 redetect_every=10**6)
+    for s in samples:
+        tr.reset()
+        faces = tr(s.image)
+        if not faces:
+            missed += 1
+            continue
+        first.append(faces[0].raw)
+        second.append(tr(s.image)[0].raw if tr.tracks else faces[0].raw)
+        truth.append(s.points)
+    t = np.array(truth)
+    m = np.ones(t.shape[:2], bool)
+    schema = tr.schema
+    out = {"model": model, "split": split, "detector": detector, "faces": len(t), "missed": missed}
+    for name, p in (("first_frame", first), ("tracked", second)):
+        r = metrics.summary(np.array(p), t, m, schema)
+        out[name] = {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")}
+    click.echo(json.dumps(out, indent=2))
+
+
 @main.command("bench", context_settings=CONTEXT)
 @click.argument("models", nargs=-1)
 @click.option("--data", type=click.Path(exists=True), help="300-W folder: also measure validation metrics.")
