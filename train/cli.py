@@ -161,6 +161,13 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
     schema = schemas.get(task.schema)
     res = metrics.summary(pred, truth, mask, schema)
     res["presence"] = float(conf.mean())
+    if task.reader == "imm":
+        # IMM views: 1-2 frontal, 3-4 turned about 30 degrees, 5 spot light, 6 free expression
+        import re
+
+        views = np.array([int(re.match(r"\d+-(\d)", Path(s.source).name).group(1)) for s in samples])
+        err = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
+        res["mean_px_by_view"] = {str(v): round(float(err[views == v].mean()), 3) for v in sorted(set(views))}
     res = {"checkpoint": str(checkpoint), "two_model": two_model, "split": split, "task": task.name, **res}
     if plots:
         from . import plots as pl

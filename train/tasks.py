@@ -60,6 +60,12 @@ TASKS = {
         epochs=80, batch=16, lr=1e-3,
         augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.1),
     ),
+    # 2a. the same whole image through the heatmap net
+    "imm58-hm": Task(
+        "imm58-hm", "imm58", "imm", "mobile", (192, 144), mode="full", loss="wing", metric="nme_io",
+        epochs=80, batch=16, lr=2e-3,
+        augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.1),
+    ),
     # 2b. IMM 58 on the runtime's face crop (what ships for `--model imm58`)
     "imm58-crop": Task(
         "imm58-crop", "imm58", "imm", "mobile", (128, 128), mode="crop", crop_scale=1.35,
@@ -82,19 +88,19 @@ TASKS = {
     # 4. Kaggle 15 points, 96x96 greyscale, single model with the masked loss
     "kaggle15": Task(
         "kaggle15", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
-        metric="rmse_px", epochs=40, batch=32, lr=1e-3,
+        metric="rmse_px", epochs=25, batch=32, lr=1e-3,
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
     ),
     # 4b. the seeds' two-model approach: one net on the 4 points every image has, one on the
     # ~30% of images with all 15; `fkp-train eval A.pt --two-model B.pt` combines them
     "kaggle15-big4": Task(
         "kaggle15-big4", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
-        metric="rmse_px", epochs=40, batch=32, lr=1e-3, label_subset=(0, 1, 10, 14),
+        metric="rmse_px", epochs=25, batch=32, lr=1e-3, label_subset=(0, 1, 10, 14),
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
     ),
     "kaggle15-complete": Task(
         "kaggle15-complete", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
-        metric="rmse_px", epochs=40, batch=32, lr=1e-3, complete_only=True,
+        metric="rmse_px", epochs=25, batch=32, lr=1e-3, complete_only=True,
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
     ),
     # a user's own CSV (image,x_0,y_0,...): whole image at 128x128
