@@ -112,8 +112,6 @@ def test_sample_without_eye_pair_is_nan_and_left_out_of_summary():
     assert s["n"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="metrics.rmse/mae index with the mask as given: a 0/1 "
-                   "integer mask does fancy indexing instead of selecting (summary() casts to bool)")
 def test_rmse_mae_with_integer_mask():
     pred, truth, mask = two_samples()
     m = mask.astype(np.uint8)

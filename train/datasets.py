@@ -80,7 +80,8 @@ def _hash_split(samples: list[Sample], split: str, val_frac: float = 0.1) -> lis
     if split == "all":
         return samples
     want_val = split in ("val", "test")
-    return [s for s in samples if (_hash_frac(s.source) < val_frac) == want_val]
+    # hash the file name and line, not the folder: the split must not move with the data
+    return [s for s in samples if (_hash_frac(Path(s.source).name) < val_frac) == want_val]
 
 
 class KeypointDataset(Dataset):

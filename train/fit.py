@@ -219,17 +219,18 @@ def fit(cfg: FitConfig) -> dict:
             x = b["image"].to(device)
             pts, mask, present = b["points"].to(device), b["mask"].to(device), b["present"].to(device)
             pred, logit = model(x)
-            loss = loss_fn(pred, pts, mask)
+            point_loss = loss_fn(pred, pts, mask)
             if task.presence_weight:
-                loss = loss + task.presence_weight * torch.nn.functional.binary_cross_entropy_with_logits(logit, present)
+                pres = torch.nn.functional.binary_cross_entropy_with_logits(logit, present)
+                loss = point_loss + task.presence_weight * pres
             else:
-                loss = loss + 0.0 * logit.sum()  # keep every parameter in the graph for DDP
+                loss = point_loss + 0.0 * logit.sum()  # keep every parameter in the graph for DDP
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None and when == "step":
                 sched.step()
-            total += float(loss.detach()) * len(x)
+            total += float(point_loss.detach()) * len(x)
             count += len(x)
             if bar is not None:
                 bar.update(1)
@@ -251,6 +252,8 @@ def fit(cfg: FitConfig) -> dict:
                 vl += float(loss_fn(p, vb["points"].to(device), vb["mask"].to(device))) * len(p)
                 vn += len(p)
         score = val[task.metric]
+        if not math.isfinite(score):  # e.g. no validation sample has an eye pair for NME
+            score = vl / max(vn, 1)
         if sched is not None and when == "epoch":
             sched.step()
         elif sched is not None and when == "metric":
@@ -265,15 +268,6 @@ def fit(cfg: FitConfig) -> dict:
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
         if is_main():
-            new = not log_path.exists() or (epoch == 0)
-            if fields is None:
-                fields = list(row)
-            with open(log_path, "w" if new else "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-                f.flush()
             state = {
                 "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
@@ -284,6 +278,16 @@ def fit(cfg: FitConfig) -> dict:
             if improved:
                 atomic_save({"model": state["model"], "task": state["task"], "epoch": epoch, "val": val}, ckpt_best)
             atomic_save(state, ckpt_last)
+            # the log row after the checkpoint: a crash between them never logs an epoch twice
+            new = not log_path.exists() or (epoch == 0)
+            if fields is None:
+                fields = list(row)
+            with open(log_path, "w" if new else "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+                f.flush()
             msg = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             print(msg + ("  *best" if improved else ""), file=sys.stderr, flush=True)
         if cfg.stop_after and len(history) >= cfg.stop_after and epoch + 1 < task.epochs:

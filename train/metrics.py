@@ -19,8 +19,11 @@ def point_errors(pred, truth, mask) -> np.ndarray:
 def _norm_distance(truth, mask, groups) -> np.ndarray:
     a = np.asarray(truth, np.float64)[:, list(groups[0])].mean(1)
     b = np.asarray(truth, np.float64)[:, list(groups[1])].mean(1)
+    mask = np.asarray(mask, bool)
     ok = mask[:, list(groups[0])].all(1) & mask[:, list(groups[1])].all(1)
-    return np.where(ok, np.linalg.norm(a - b, axis=-1), np.nan)
+    d = np.linalg.norm(a - b, axis=-1)
+    # a degenerate normaliser (both eyes on one spot) makes NME undefined, not infinite
+    return np.where(ok & (d > 0), d, np.nan)
 
 
 def nme_per_sample(pred, truth, mask, schema: Schema, norm: str = "ocular") -> np.ndarray:
@@ -38,14 +41,14 @@ def nme_per_sample(pred, truth, mask, schema: Schema, norm: str = "ocular") -> n
 def rmse(pred, truth, mask) -> float:
     """Kaggle's RMSE: root of the mean squared error over every labelled coordinate."""
     d = (np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2
-    m = np.repeat(np.asarray(mask)[..., None], 2, axis=-1)
+    m = np.repeat(np.asarray(mask, bool)[..., None], 2, axis=-1)
     return float(np.sqrt(d[m].mean())) if m.any() else float("nan")
 
 
 def mae(pred, truth, mask) -> float:
     """Mean absolute coordinate error in pixels over labelled coordinates."""
     d = np.abs(np.asarray(pred, np.float64) - np.asarray(truth, np.float64))
-    m = np.repeat(np.asarray(mask)[..., None], 2, axis=-1)
+    m = np.repeat(np.asarray(mask, bool)[..., None], 2, axis=-1)
     return float(d[m].mean()) if m.any() else float("nan")
 
 
@@ -64,7 +67,10 @@ def ced(nmes: np.ndarray, limit: float = 0.08, steps: int = 1000) -> tuple[np.nd
 
 
 def auc(nmes: np.ndarray, limit: float = 0.08) -> float:
-    """Area under the CED curve up to `limit`, divided by `limit` (1.0 = every error is 0)."""
+    """Area under the CED curve up to `limit`, divided by `limit` (1.0 = every error is 0);
+    NaN when no sample has a defined NME."""
+    if not np.isfinite(np.asarray(nmes, np.float64)).any():
+        return float("nan")
     xs, ys = ced(nmes, limit)
     return float(np.trapz(ys, xs) / limit)
 
@@ -103,6 +109,7 @@ def summary(pred, truth, mask, schema: Schema, limit: float = 0.08) -> dict:
     if schema.ocular is not None:
         nme_o = nme_per_sample(pred, truth, mask, schema, "ocular")
         out.update({
+            "n_nme": int(np.isfinite(nme_o).sum()),
             "nme_io": 100 * _nanmean(nme_o),
             "nme_ip": 100 * _nanmean(nme_per_sample(pred, truth, mask, schema, "pupil")),
             f"auc@{limit:g}": float(auc(nme_o, limit)),
