@@ -180,7 +180,8 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
         else:
             scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
         pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
-                           Path(plots) / "predictions.png", title=f"{task.name} on {split}")
+                           Path(plots) / "predictions.png", title=f"{task.name} on {split}",
+                           score_fmt="NME {:.2f}%" if schema.ocular is not None else "{:.1f} px")
         click.echo(f"plots in {plots}", err=True)
     click.echo(json.dumps(res, indent=2))
     if json_out:
@@ -423,7 +424,8 @@ def plot_command(run, data, split, out):
             else:
                 scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
             made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
-                                           out / "predictions.png", title=f"{task.name}: {split} split"))
+                                           out / "predictions.png", title=f"{task.name}: {split} split",
+                                           score_fmt="NME {:.2f}%" if schema.ocular is not None else "{:.1f} px"))
     elif data:
         raise Fail(f"{run}: no best.pt to predict with")
     for m in made:
