@@ -170,6 +170,9 @@ IBUG_TO_FIVE: tuple[tuple[int, ...], ...] = (
     tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,),
 )
 
+# (from schema, to schema) -> groups: how to compute one scheme's points from another's
+MAPPINGS = {("ibug68", "kaggle15"): IBUG_TO_KAGGLE, ("ibug68", "five"): IBUG_TO_FIVE}
+
 SCHEMAS: dict[str, Schema] = {s.name: s for s in (IBUG68, IMM58, KAGGLE15, NOSE_TIP, FIVE)}
 
 

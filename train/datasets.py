@@ -60,6 +60,13 @@ def load_split(task: Task, data: str | Path, split: str, skip_bad: bool = False,
         samples = _hash_split(samples, split)
     else:
         raise ValueError(f"unknown reader {task.reader!r}")
+    if task.map_from is not None:
+        groups = schemas.MAPPINGS[(task.map_from, task.schema)]
+        mapped = []
+        for s in samples:
+            pts, m = schemas.map_points(np.nan_to_num(s.points), s.mask, groups)
+            mapped.append(Sample(s.image, pts, m, s.source, task.schema))
+        samples = mapped
     if task.points is not None:
         keep = list(task.points)
         samples = [Sample(s.image, s.points[keep], s.mask[keep], s.source, task.schema) for s in samples]

@@ -33,6 +33,8 @@ class Task:
     # the seeds' two-model Kaggle approach: train on these labels only / on complete rows only
     label_subset: tuple[int, ...] | None = None
     complete_only: bool = False
+    # read 68-point data and map it to this task's schema (fkp_live.schemas.MAPPINGS)
+    map_from: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +104,14 @@ TASKS = {
         "kaggle15-complete", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
         metric="rmse_px", epochs=25, batch=32, lr=1e-3, complete_only=True,
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
+    ),
+    # 4c. Kaggle's 15 points on the runtime's face crop, from 300-W's 68 points mapped to 15
+    # (what ships for `--model kaggle15`: every point labelled, crops like the runtime's)
+    "kaggle15-crop": Task(
+        "kaggle15-crop", "kaggle15", "300w", "mobile", (96, 96), mode="crop", crop_scale=1.6,
+        loss="wing", epochs=60, batch=32, lr=2e-3, presence_weight=0.1, map_from="ibug68",
+        net_args=dict(width=0.75, decoder=32),
+        augment=dict(negative=0.1, shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
     ),
     # a user's own CSV (image,x_0,y_0,...): whole image at 128x128
     "csv": Task(
