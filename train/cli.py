@@ -588,12 +588,14 @@ def kaggle_submit_command(checkpoint, test_csv, lookup, out, two_model, truth):
 
 
 @main.command("calibrate", context_settings=CONTEXT)
-@click.option("--data", required=True, type=click.Path(exists=True), help="A 300-W folder (68 points).")
-@click.option("--crop-scale", default=1.3, show_default=True, help="The model's crop scale (its task's).")
+@click.option("--task", "task_name", default="ibug68", show_default=True, type=click.Choice(list(TASKS)),
+              help="The model's task: its data reader, schema and crop scale.")
+@click.option("--data", required=True, type=click.Path(exists=True), help="The task's dataset.")
+@click.option("--crop-scale", type=float, help="Override the task's crop scale.")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "all"]))
 @click.option("--out", required=True, type=click.Path(), help="JSON for `fkp-train export --calibration`.")
 @click.option("--limit", type=int, help="Use at most N images.")
-def calibrate_command(data, crop_scale, split, out, limit):
+def calibrate_command(task_name, data, crop_scale, split, out, limit):
     """Measure how each runtime detector's box maps to the model's crop.
 
     For every face the crop made from its true points (the model's convention) is compared with
@@ -612,16 +614,17 @@ def calibrate_command(data, crop_scale, split, out, limit):
     from .datasets import load_split
     from .tasks import get
 
-    task = get("ibug68").with_(channels=3)
+    task = get(task_name).with_(channels=3)
+    crop_scale = crop_scale or task.crop_scale
     samples, _ = load_split(task, data, split)
     samples = samples[:limit]
-    schema = schemas.IBUG68
+    schema = schemas.get(task.schema)
     result = {}
     for name in ("blazeface", "blazeface-full", "haar"):
         det = make_detector(name)
         rows, missed = [], 0
         for smp in tqdm(samples, desc=name, leave=False):
-            crop = crop_from_points(smp.points, schema, crop_scale, True)
+            crop = crop_from_points(smp.points, schema, crop_scale, task.crop_rotate, mask=smp.mask)
             dets = det(smp.image)
             best, best_d = None, math.inf
             for d in dets:
