@@ -84,7 +84,7 @@ TASKS = {
     ),
     "ibug68-resnet": Task(
         "ibug68-resnet", "ibug68", "300w", "resnet18", (128, 128), mode="crop", crop_scale=1.3,
-        loss="wing", epochs=20, batch=32, lr=1e-3,
+        loss="wing", epochs=12, batch=32, lr=1e-3,
         augment=dict(shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
     ),
     # 4. Kaggle 15 points, 96x96 greyscale, single model with the masked loss
@@ -97,12 +97,12 @@ TASKS = {
     # ~30% of images with all 15; `fkp-train eval A.pt --two-model B.pt` combines them
     "kaggle15-big4": Task(
         "kaggle15-big4", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
-        metric="rmse_px", epochs=25, batch=32, lr=1e-3, label_subset=(0, 1, 10, 14),
+        metric="rmse_px", epochs=15, batch=32, lr=1e-3, label_subset=(0, 1, 10, 14),
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
     ),
     "kaggle15-complete": Task(
         "kaggle15-complete", "kaggle15", "kaggle", "kaggle", (96, 96), mode="full", loss="mse",
-        metric="rmse_px", epochs=25, batch=32, lr=1e-3, complete_only=True,
+        metric="rmse_px", epochs=15, batch=32, lr=1e-3, complete_only=True,
         augment=dict(rotate_deg=15, scale=(0.92, 1.08), shift=0.03, flip=0.5, occlude=0.0),
     ),
     # 4c. Kaggle's 15 points on the runtime's face crop, from 300-W's 68 points mapped to 15
