@@ -1,0 +1,65 @@
+"""Every shipped model loads, matches its card, and finds the points of held-out real faces."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fkp_live.card import ModelCard, models_dir
+from fkp_live.landmarker import Landmarker
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SHIPPED = sorted(p.stem for p in (ROOT / "models").glob("*.onnx"))
+# (task whose data and crop convention the model was trained with, dataset, split, NME limit)
+HELD_OUT = {
+    "ibug68": ("ibug68", "300w", "test", 0.06),
+    "ibug68.int8": ("ibug68", "300w", "test", 0.06),
+    "ibug68.fp16": ("ibug68", "300w", "test", 0.06),
+    "imm58": ("imm58-crop", "imm", "val", 0.08),
+    "kaggle15": ("kaggle15-crop", "300w", "test", 0.08),
+}
+
+
+def test_the_default_and_the_seed_models_ship():
+    assert {"ibug68", "imm58"} <= set(SHIPPED)
+    assert models_dir() == ROOT / "models"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_matches_its_card(name):
+    lm = Landmarker(name, device="cpu")
+    card = ModelCard.load((ROOT / "models" / name).with_suffix(".json"))
+    inp = lm.session.get_inputs()[0]
+    assert inp.shape[1:] == [card.channels, card.input_size, card.input_size]
+    assert lm.session.get_outputs()[0].shape[1:] == [lm.schema.n, 2]
+    assert card.training.get("command", "").startswith("fkp-train fit"), "the card says how it was trained"
+    assert card.licence and card.metrics
+    assert (ROOT / "models" / f"{name}.onnx").stat().st_size < 10e6
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n in HELD_OUT])
+def test_model_finds_points_on_held_out_faces(name):
+    task_name, folder, split, limit = HELD_OUT[name]
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"{DATA / folder} not found (shared data is only in CI and dev checkouts)")
+    from train.datasets import load_split
+    from train.export import evaluate_onnx
+    from train.tasks import get
+
+    task = get(task_name)
+    samples, _ = load_split(task, DATA / folder, split)
+    card = ModelCard.load((ROOT / "models" / name).with_suffix(".json"))
+    m = evaluate_onnx(ROOT / "models" / f"{name}.onnx", card, samples[:80], task)
+    assert m["nme_io"] / 100 < limit, m
+    assert m["presence_mean"] > 0.9, "faces are recognised as faces"
+
+
+@pytest.mark.parametrize("name", ["ibug68"])
+def test_presence_drops_without_a_face(name):
+    """Crops of background (no face) get a low presence score, so the runtime re-detects."""
+    lm = Landmarker(name, device="cpu")
+    rng = np.random.default_rng(0)
+    flat = np.full((4, lm.size, lm.size, lm.card.channels), 90, np.uint8)
+    noise = rng.integers(0, 255, (4, lm.size, lm.size, lm.card.channels), dtype=np.uint8)
+    _, conf = lm.run(lm.normalise(np.concatenate([flat, noise])))
+    assert conf.max() < 0.5, conf
