@@ -99,3 +99,30 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert sum(p.numel() for p in model.parameters()) > 0
     # each of the 2 processes saw half of the 32 images per epoch: 4 batches of 4
     assert "4/4" in p.stderr or "epoch 2/2" in p.stderr
+
+
+def test_predict_writes_annotated_images_and_points(tmp_path):
+    import cv2
+    import numpy as np
+
+    from train.data.ibug import write_pts
+    from train.fit import build_model
+
+    task = get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16})
+    torch.save({"model": build_model(task).state_dict(), "task": task.to_dict()}, tmp_path / "m.pt")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "face.png"), img)
+    write_pts(tmp_path / "face.pts", rng.uniform(30, 80, (68, 2)))
+    r = CliRunner().invoke(fkp_train, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "face.png"),
+                                       "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert cv2.imread(str(tmp_path / "out" / "face_pred.png")).shape == (120, 100, 3)
+    rows = (tmp_path / "out" / "points.csv").read_text().splitlines()
+    assert rows[0].startswith("image,confidence,x_0") and rows[1].startswith("face.png,")
+    assert len(rows[1].split(",")) == 2 + 2 * 68
+    # a crop-mode model needs a face region: no .pts beside the image is a clear error
+    cv2.imwrite(str(tmp_path / "bare.png"), img)
+    r = CliRunner().invoke(fkp_train, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "bare.png"),
+                                       "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "put a .pts beside the image" in r.output
