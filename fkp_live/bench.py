@@ -170,15 +170,18 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
                    f"(peak {b[1]:.1f}); growth {b[0] - a[0]:+.1f} MiB")
 
     # smoothing: synthetic tracks with known truth, then the model on the clip
-    click.echo("\n== smoothing (strength 1; jitter = mean frame-to-frame movement / inter-ocular distance)")
+    from .smooth import DEFAULT_STRENGTH
+
+    click.echo(f"\n== smoothing (strength {DEFAULT_STRENGTH:g}, the default; jitter = mean frame-to-frame "
+               "movement / inter-ocular distance)")
     for noise in (0.01, 0.03):
         noisy, truth, iod = synthetic_track(300, noise=noise, moving=False)
-        out = smooth_track(noisy, iod)
+        out = smooth_track(noisy, iod, DEFAULT_STRENGTH)
         r = jitter(noisy[30:], iod) / jitter(out[30:], iod)
         lags = []
         for speed in (1.0, 4.0):
             n2, t2, _ = synthetic_track(300, noise=noise, moving=True, speed=speed)
-            lags.append(lag(smooth_track(n2, iod)[30:], t2[30:]))
+            lags.append(lag(smooth_track(n2, iod, DEFAULT_STRENGTH)[30:], t2[30:]))
         click.echo(f"synthetic, noise {noise:.0%} IOD: still jitter {jitter(noisy[30:], iod):.4f} -> "
                    f"{jitter(out[30:], iod):.4f} ({r:.1f}x lower); lag on moving face "
                    f"{lags[0]:.2f} frames (demo speed), {lags[1]:.2f} (4x speed)")
@@ -221,7 +224,7 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
     for label, motion in (("still", lambda t: Motion()), ("moving", None)):
         src = DemoSource(frames=frames, motion=motion)
         tracks = {}
-        for strength in (0.0, 1.0):
+        for strength in (0.0, None):  # None: the default strength
             tr = _tracker(model, device, threads, detector, smooth=strength)
             raw, sm, mats = [], [], []
             for f in src:
@@ -233,7 +236,7 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
                     mats.append(src.transform(f.index))
             tracks[strength] = (np.array(raw), np.array(sm), np.array(mats))
         raw, _, mats = tracks[0.0]
-        _, sm, _ = tracks[1.0]
+        _, sm, _ = tracks[None]
         n = min(len(raw), len(sm))
         if n < 60:
             click.echo(f"demo {label}: the face was not tracked in enough frames ({n})")
