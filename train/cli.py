@@ -488,9 +488,12 @@ def bench_command(models, data, runs, threads):
 
     from . import export as ex
 
+    from fkp_live.landmarker import _gpu_driver_present
+
     names = list(models) or sorted(p.stem for p in models_dir().glob("*.onnx"))
-    providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in ort.get_available_providers()]
+    # GPU providers are listed whenever onnxruntime-gpu is installed; they run only with a driver
+    gpu = ("TensorrtExecutionProvider", "CUDAExecutionProvider") if _gpu_driver_present() else ()
+    providers = [p for p in (*gpu, "CPUExecutionProvider") if p in ort.get_available_providers()]
     click.echo(f"onnxruntime {ort.__version__}; threads={threads}; median of {runs} runs after warm-up")
     click.echo(f"{'model':<18}{'provider':<12}{'MB':>6}{'b1 ms/face':>12}{'b4 ms/face':>12}{'b4 ms':>8}  metrics")
     for name in names:
@@ -503,10 +506,11 @@ def bench_command(models, data, runs, threads):
             except Exception as e:  # provider listed but unusable here (no GPU libraries)
                 click.echo(f"{path.stem:<18}{prov[:-17]:<12}  unavailable: {str(e).splitlines()[0][:80]}")
                 continue
-            m = card.metrics.get("fp32", card.metrics)
+            own = card.metrics.get("int8") if path.stem.endswith(".int8") else None
+            m = own or card.metrics.get("fp32", card.metrics)
             keys = ("nme_io", "auc@0.08", "fr@0.08", "rmse_px", "mean_px")
             ms = ", ".join(f"{k}={m[k]:.3g}" for k in keys if isinstance(m.get(k), (int, float)))
-            ms += f" ({card.metrics.get('split', '?')})" if ms else ""
+            ms += f" ({card.metrics.get('split', '?')}{', fp32 model' if path.stem.endswith('.fp16') else ''})" if ms else ""
             click.echo(f"{path.stem:<18}{prov[:-17]:<12}{path.stat().st_size / 1e6:>6.2f}{b1:>12.3f}"
                        f"{b4 / 4:>12.3f}{b4:>8.2f}  {ms}")
 

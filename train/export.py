@@ -265,6 +265,8 @@ def latency_ms(onnx_path: Path, batch: int, size: int, channels: int, provider: 
     o.inter_op_num_threads = 1
     o.log_severity_level = 3
     s = ort.InferenceSession(str(onnx_path), o, providers=[provider])
+    if s.get_providers()[0] != provider:
+        raise RuntimeError(f"{provider} could not be loaded here")
     x = np.random.default_rng(0).standard_normal((batch, channels, size, size)).astype(np.float32)
     for _ in range(warmup):
         s.run(None, {"image": x})
