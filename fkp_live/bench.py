@@ -209,7 +209,7 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
         _demo_smoothing(model, device, threads, detector)
 
 
-def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: float = 3.0) -> None:
+def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: float = 3.0) -> dict:
     """The real model on the demo portrait, still and moving, with camera-like noise.
 
     Still: the same image every frame plus Gaussian pixel noise (sd `noise` grey levels), so all
@@ -221,6 +221,7 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
     from .sources import DemoSource, Motion
 
     rng = np.random.default_rng(0)
+    result = {}
     for label, motion in (("still", lambda t: Motion()), ("moving", None)):
         src = DemoSource(frames=frames, motion=motion)
         tracks = {}
@@ -251,14 +252,19 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
         iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
         jr, js = jitter(raw, iod), jitter(sm, iod)
         if label == "still":
+            result["still_jitter"] = (jr, js)
             click.echo(f"model, demo face still + pixel noise sd {noise:g}: jitter raw {jr:.4f}, smoothed {js:.4f} "
                        f"({jr / max(js, 1e-9):.1f}x lower)")
         else:
             err_r = float(np.mean(np.linalg.norm(raw - truth, axis=-1) / iod[:, None]))
             err_s = float(np.mean(np.linalg.norm(sm - truth, axis=-1) / iod[:, None]))
+            result["moving_lag"] = (lag(raw, truth), lag(sm, truth))
             click.echo(f"model, demo face moving: lag behind the true motion raw {lag(raw, truth):.2f} frames, "
                        f"smoothed {lag(sm, truth):.2f} frames; error vs truth (IOD) raw {err_r:.4f}, "
                        f"smoothed {err_s:.4f}")
+
+
+    return result
 
 
 def tracker_schema_eyes(model, pts):
