@@ -199,7 +199,23 @@ class Mp4Sink:
 
 
 # ----------------------------------------------------------------------------------------------
-class CsvSink:
+class _TextSink:
+    """A text file written line by line; closing it (also on error) keeps what was written."""
+
+    _f = None
+
+    def close(self) -> None:
+        if self._f is not None and not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CsvSink(_TextSink):
     """One row per face per frame, OpenFace's layout without its leading spaces:
     frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,source]
 
@@ -236,22 +252,13 @@ class CsvSink:
         self._f.flush()
         self.rows += len(lines)
 
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _csv_field(s: str) -> str:
     return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
 
 
-class JsonlSink:
+class JsonlSink(_TextSink):
     """One JSON object per frame: {"frame", "timestamp", "source"?, "faces": [{"id", "confidence",
     "box", "points", "raw"}]}; coordinates in frame pixels. Lines are flushed as written."""
 
@@ -272,15 +279,6 @@ class JsonlSink:
         self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
         self._f.flush()
 
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -283,7 +283,6 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
             raise Fail("--int8 needs --data: INT8 is calibrated on training crops")
         train, _ = load_split(task, data, "train")
         calib, _ = ex.crops_of(train, task, limit=256)
-        from fkp_live.landmarker import as_channels  # noqa: F401
         mean = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
         x = (calib.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - mean) / std

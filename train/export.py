@@ -228,7 +228,6 @@ def crops_of(samples, task: Task, limit: int | None = None):
 
 def evaluate_onnx(onnx_path: Path, card: ModelCard, samples, task: Task, device: str = "cpu") -> dict:
     """Metrics of an exported model run through the runtime's wrapper, in image pixels."""
-    from fkp_live.card import ModelCard as _C  # noqa: F401  (the card travels beside the file)
     from fkp_live.landmarker import Landmarker
 
     from . import metrics
