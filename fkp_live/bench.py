@@ -61,6 +61,7 @@ class _Loop:
 
 def _tracker(model, device, threads, detector, smooth=None):
     from .smooth import DEFAULT_STRENGTH
+
     smooth = DEFAULT_STRENGTH if smooth is None else smooth
     from .cli import _make_tracker
 
@@ -248,7 +249,7 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
         local = np.einsum("tij,tnj->tni", inv[:, :, :2], raw) + inv[:, None, :, 2]
         shape = local.mean(axis=0)
         truth = np.einsum("tij,nj->tni", mats[:, :, :2], shape) + mats[:, None, :, 2]
-        e = tracker_schema_eyes(model, truth)
+        e = tr.schema.ocular_points(truth)
         iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
         jr, js = jitter(raw, iod), jitter(sm, iod)
         if label == "still":
@@ -265,12 +266,6 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
 
 
     return result
-
-
-def tracker_schema_eyes(model, pts):
-    from .card import ModelCard, resolve
-
-    return ModelCard.load(resolve(model)[1]).keypoints.ocular_points(pts)
 
 
 if __name__ == "__main__":

@@ -132,8 +132,7 @@ class Tracker:
         t.add("crop", t1 - t0)
         if crops:
             uv, conf = self.landmarker.run(batch)
-            size = 1
-            pts = [c.to_frame(p, size) for c, p in zip(crops, uv)]
+            pts = [c.to_frame(p) for c, p in zip(crops, uv)]
         else:
             pts, conf = [], np.zeros(0)
         t2 = time.perf_counter()

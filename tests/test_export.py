@@ -2,7 +2,6 @@
 and clear errors for corrupt or mismatched model files."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,13 +3,11 @@ eval, and a submission scored against the held-out truth."""
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from train.cli import main as fkp_train
-from train.data import ibug, kaggle
+from train.data import kaggle
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 W300 = DATA / "300w" / "afw"

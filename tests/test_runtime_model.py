@@ -5,7 +5,6 @@ These wait (skip) until models/ibug68.onnx and its card exist, and need ../share
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from runtime_helpers import DATA, SHIPPED, VIDEOS, needs_data, needs_shipped_model
 

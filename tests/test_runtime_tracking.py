@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
 
-from fkp_live.crop import crop_from_points
 from fkp_live.pipeline import Face, Tracker
 from fkp_live.smooth import KeypointSmoother, jitter, lag, smooth_track, synthetic_track
 from fkp_live.sources import DemoSource, Motion
-from fkp_live.tracker import iou, match, min_cost_assignment
+from fkp_live.tracker import match, min_cost_assignment
 from runtime_helpers import any_model, model_path  # noqa: F401 (fixtures)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fkp_live.crop import Crop, crop_from_points
+from fkp_live.crop import crop_from_points
 from fkp_live.schemas import Schema
 
 

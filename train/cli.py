@@ -155,9 +155,7 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
     if two_model:
         model_b, task_b = _load_ckpt(two_model)
         pred_b, *_ = predict_dataset(model_b, KeypointDataset(samples, dataclasses.replace(task_b, label_subset=None, complete_only=False), None))
-        first = np.zeros(pred.shape[1], bool)
-        first[list(task.label_subset or range(pred.shape[1]))] = True
-        pred = np.where(first[None, :, None], pred, pred_b)
+        pred = _combine(pred, pred_b, task)
     schema = schemas.get(task.schema)
     res = metrics.summary(pred, truth, mask, schema)
     res["presence"] = float(conf.mean())
@@ -170,18 +168,7 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
         res["mean_px_by_view"] = {str(v): round(float(err[views == v].mean()), 3) for v in sorted(set(views))}
     res = {"checkpoint": str(checkpoint), "two_model": two_model, "split": split, "task": task.name, **res}
     if plots:
-        from . import plots as pl
-
-        Path(plots).mkdir(parents=True, exist_ok=True)
-        if schema.ocular is not None:
-            scores = metrics.nme_per_sample(pred, truth, mask, schema) * 100
-            pl.ced_curves({task.name: scores / 100}, Path(plots) / "ced.png")
-            pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema, Path(plots) / "per_point.png")
-        else:
-            scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
-        pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
-                           Path(plots) / "predictions.png", title=f"{task.name} on {split}",
-                           score_fmt="NME {:.2f}%" if schema.ocular is not None else "{:.1f} px")
+        _prediction_plots(samples, pred, truth, mask, schema, Path(plots), f"{task.name} on {split}")
         click.echo(f"plots in {plots}", err=True)
     click.echo(json.dumps(res, indent=2))
     if json_out:
@@ -200,6 +187,36 @@ def _protocol(task, split: str) -> str:
     crop = ("crops made from the true points with the card's crop convention (as in tracking)"
             if task.mode == "crop" else "the whole image")
     return f"{where}; input: {crop}; NME = mean point error / outer-eye-corner distance"
+
+
+def _prediction_plots(samples, pred, truth, mask, schema, out: Path, title: str) -> list[str]:
+    """Best and worst predictions, and for schemes with eyes the CED and per-point errors."""
+    import numpy as np
+
+    from . import metrics
+    from . import plots as pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    if schema.ocular is not None:
+        nme = metrics.nme_per_sample(pred, truth, mask, schema)
+        scores, fmt = nme * 100, "NME {:.2f}%"
+        made.append(pl.ced_curves({title: nme}, out / "ced.png"))
+        made.append(pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema, out / "per_point.png"))
+    else:
+        scores, fmt = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1), "{:.1f} px"
+    made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
+                                   out / "predictions.png", title=title, score_fmt=fmt))
+    return made
+
+
+def _combine(pred_a, pred_b, task_a):
+    """The seeds' two-model answer: the points model A was trained on from A, the rest from B."""
+    import numpy as np
+
+    from_a = np.zeros(pred_a.shape[1], bool)
+    from_a[list(task_a.label_subset or range(pred_a.shape[1]))] = True
+    return np.where(from_a[None, :, None], pred_a, pred_b)
 
 
 def _load_ckpt(checkpoint):
@@ -236,7 +253,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     from fkp_live.card import ModelCard
 
     from . import export as ex
-    from .datasets import load_split
+    from .datasets import load_split, to_input
 
     model, task = _load_ckpt(checkpoint)
     out = Path(out)
@@ -283,9 +300,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
             raise Fail("--int8 needs --data: INT8 is calibrated on training crops")
         train, _ = load_split(task, data, "train")
         calib, _ = ex.crops_of(train, task, limit=256)
-        mean = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
-        x = (calib.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - mean) / std
+        x = to_input(calib).numpy()
         q = out.with_name(out.stem + ".int8.onnx")
         ex.quantize_int8(out, q, x)
         qm = ex.evaluate_onnx(q, card, test, task) if data else {}
@@ -326,53 +341,47 @@ def predict_command(checkpoint, images, out):
 
     import cv2
     import numpy as np
-    import torch
 
     from fkp_live import schemas
 
-    from .augment import NO_AUGMENT, make_example
-    from .data import DataError
+    from .data import DataError, Sample
     from .data.ibug import read_image, read_pts
-    from .datasets import to_frame
+    from .datasets import KeypointDataset
+    from .fit import predict_dataset
 
     model, task = _load_ckpt(checkpoint)
     schema = schemas.get(task.schema)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, samples = [], []
     for path in images:
         path = Path(path)
         try:
             img = read_image(path, grey=task.channels == 1)
         except DataError as e:
             raise Fail(str(e)) from None
-        h, w = img.shape[:2]
         pts_file = path.with_suffix(".pts")
         if task.mode == "crop":
             if not pts_file.exists():
                 raise Fail(f"{path}: crop-mode models need a face region; put a .pts beside the image "
                            "or use fkp-live --images for detection")
             pts = read_pts(pts_file, None)
-            mask = np.ones(len(pts), bool)
             if len(pts) != schema.n:
                 raise Fail(f"{pts_file}: {len(pts)} points, the model's schema has {schema.n}")
+            mask = np.ones(len(pts), bool)
         else:
             pts, mask = np.zeros((schema.n, 2), np.float32), np.zeros(schema.n, bool)
-        ex_ = make_example(img, pts, mask if task.mode == "crop" else np.ones(schema.n, bool), schema,
-                           task.size, np.random.default_rng(0), NO_AUGMENT, mode=task.mode,
-                           crop_scale=task.crop_scale, crop_rotate=task.crop_rotate)
-        x = ex_.image if ex_.image.ndim == 3 else ex_.image[:, :, None]
-        x = (x.astype(np.float32) / 255.0 - 0.5) / 0.5
-        with torch.no_grad():
-            p, c = model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
-        frame_pts = to_frame(p.numpy(), ex_.matrix[None], task.size)[0]
+        samples.append(Sample(img, pts, mask, str(path), task.schema))
+    pred, _, _, conf = predict_dataset(model, KeypointDataset(samples, task, None))
+    for smp, frame_pts, c in zip(samples, pred, conf):
+        img, path = smp.image, Path(smp.source)
         vis = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
         for line in schema.lines:
             cv2.polylines(vis, [np.round(frame_pts[list(line)]).astype(np.int32)], False, (0, 200, 255), 1, cv2.LINE_AA)
         for x, y in frame_pts:
             cv2.circle(vis, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1, cv2.LINE_AA)
         cv2.imwrite(str(out / f"{path.stem}_pred.png"), vis)
-        rows.append([path.name, f"{float(torch.sigmoid(c)[0]):.4f}"] +
+        rows.append([path.name, f"{float(c):.4f}"] +
                     [f"{v:.2f}" for v in frame_pts[:, 0]] + [f"{v:.2f}" for v in frame_pts[:, 1]])
     with open(out / "points.csv", "w", newline="") as f:
         wr = csv.writer(f)
@@ -389,11 +398,10 @@ def predict_command(checkpoint, images, out):
 def plot_command(run, data, split, out):
     """Plots of a run: loss curves, first-layer kernels, and with --data the best and worst
     predictions (truth green, prediction red), the CED curve and per-point errors."""
-    import numpy as np
+    import torch
 
     from fkp_live import schemas
 
-    from . import metrics
     from . import plots as pl
     from .datasets import KeypointDataset, load_split
     from .fit import predict_dataset
@@ -407,24 +415,14 @@ def plot_command(run, data, split, out):
     ckpt = run / "best.pt"
     if ckpt.exists():
         model, task = _load_ckpt(ckpt)
-        first = next(m for m in model.modules() if isinstance(m, __import__("torch").nn.Conv2d))
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         made.append(pl.kernels(first.weight.detach().numpy(), out / "kernels.png",
                                title=f"{task.net}: first-layer kernels"))
         if data:
             samples, _ = load_split(task, data, split)
             pred, truth, mask, _ = predict_dataset(model, KeypointDataset(samples, task, None))
-            schema = schemas.get(task.schema)
-            if schema.ocular is not None:
-                nme = metrics.nme_per_sample(pred, truth, mask, schema)
-                scores = nme * 100
-                made.append(pl.ced_curves({f"{task.name} ({split})": nme}, out / "ced.png"))
-                made.append(pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema,
-                                              out / "per_point.png"))
-            else:
-                scores = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
-            made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
-                                           out / "predictions.png", title=f"{task.name}: {split} split",
-                                           score_fmt="NME {:.2f}%" if schema.ocular is not None else "{:.1f} px"))
+            made += _prediction_plots(samples, pred, truth, mask, schemas.get(task.schema), out,
+                                      f"{task.name}: {split} split")
     elif data:
         raise Fail(f"{run}: no best.pt to predict with")
     for m in made:
@@ -559,6 +557,7 @@ def kaggle_submit_command(checkpoint, test_csv, lookup, out, two_model, truth):
     import torch
 
     from .data import DataError, kaggle
+    from .datasets import to_input
 
     model, task = _load_ckpt(checkpoint)
     if task.schema != "kaggle15" or task.size != (96, 96):
@@ -570,16 +569,14 @@ def kaggle_submit_command(checkpoint, test_csv, lookup, out, two_model, truth):
         raise Fail(str(e)) from None
 
     def run(m):
-        x = torch.from_numpy((images.astype(np.float32)[:, None] / 255.0 - 0.5) / 0.5)
+        x = to_input(images)
         with torch.no_grad():
             return np.concatenate([m(x[i : i + 256])[0].numpy() for i in range(0, len(x), 256)]) * 96.0
 
     pred = run(model)
     if two_model:
         model_b, task_b = _load_ckpt(two_model)
-        first = np.zeros(pred.shape[1], bool)
-        first[list(task.label_subset or range(pred.shape[1]))] = True
-        pred = np.where(first[None, :, None], pred, run(model_b))
+        pred = _combine(pred, run(model_b), task)
     # whole-image models predict fractions of the 96x96 input; pixel centres are integers
     try:
         n = kaggle.write_submission(lookup, dict(zip(ids, pred)), out)
@@ -611,7 +608,7 @@ def calibrate_command(task_name, data, crop_scale, split, out, limit):
     from tqdm import tqdm
 
     from fkp_live import schemas
-    from fkp_live.crop import crop_from_points
+    from fkp_live.crop import crop_from_points, roll_from_eyes
     from fkp_live.detect import make_detector
 
     from .datasets import load_split
@@ -639,10 +636,7 @@ def calibrate_command(task_name, data, crop_scale, split, out, limit):
                 missed += 1
                 continue
             # at run time the roll comes from the detector's eyes (BlazeFace) or is 0 (Haar)
-            ang = 0.0
-            if best.eyes is not None:
-                e = best.eyes
-                ang = math.atan2(e[1, 1] - e[0, 1], e[1, 0] - e[0, 0])
+            ang = 0.0 if best.eyes is None else roll_from_eyes(best.eyes[0], best.eyes[1])
             size = best.size
             ox, oy = crop.cx - (best.box[0] + best.box[2]) / 2, crop.cy - (best.box[1] + best.box[3]) / 2
             c, s_ = math.cos(ang), math.sin(ang)

@@ -15,6 +15,17 @@ from .data import DataError, Sample, SkipReport
 from .tasks import Task
 
 
+# Inputs are pixels/255, then (x - 0.5) / 0.5 per channel; export writes these into the card.
+MEAN, STD = 0.5, 0.5
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (B, H, W) or (B, H, W, C) -> normalised float tensor (B, C, H, W)."""
+    x = images if images.ndim == 4 else images[..., None]
+    x = (x.astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
 def _hash_frac(key: str) -> float:
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
@@ -99,8 +110,6 @@ class KeypointDataset(Dataset):
         self.augment = augment or NO_AUGMENT
         self.seed = seed
         self.epoch = 0
-        mean = np.full(task.channels, 0.5, np.float32)
-        self.mean, self.std = mean, np.full(task.channels, 0.5, np.float32)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -119,10 +128,8 @@ class KeypointDataset(Dataset):
 
     def __getitem__(self, i: int):
         ex = self.example(i)
-        img = ex.image if ex.image.ndim == 3 else ex.image[:, :, None]
-        x = (img.astype(np.float32) / 255.0 - self.mean) / self.std
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
+            "image": to_input(ex.image[None])[0],
             "points": torch.from_numpy(ex.points),
             "mask": torch.from_numpy(ex.mask),
             "present": torch.tensor(ex.present, dtype=torch.float32),

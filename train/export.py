@@ -19,6 +19,7 @@ from torch import nn
 
 from fkp_live.card import ModelCard
 
+from .datasets import MEAN, STD
 from .tasks import Task
 
 LICENCES = {
@@ -79,7 +80,7 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
     w, h = task.size
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
-        mean=[0.5] * task.channels, std=[0.5] * task.channels,
+        mean=[MEAN] * task.channels, std=[STD] * task.channels,
         crop_scale=task.crop_scale, crop_rotate=task.crop_rotate,
         box_calibration=box_calibration or {},
         description=f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} "
@@ -210,20 +211,12 @@ def read_training_command(run_dir: Path) -> tuple[str, str]:
 
 def crops_of(samples, task: Task, limit: int | None = None):
     """Evaluation crops of samples (the card's crop from the true points): (uint8 batch, matrices)."""
-    from fkp_live import schemas
+    from .datasets import KeypointDataset
 
-    from .augment import NO_AUGMENT, make_example
-
-    schema = schemas.get(task.schema)
-    rng = np.random.default_rng(0)
-    imgs, mats = [], []
-    for s in samples[:limit]:
-        ex = make_example(s.image, s.points, s.mask, schema, task.size, rng, NO_AUGMENT,
-                          mode=task.mode, crop_scale=task.crop_scale, crop_rotate=task.crop_rotate)
-        im = ex.image if ex.image.ndim == 3 else ex.image[:, :, None]
-        imgs.append(im)
-        mats.append(ex.matrix)
-    return np.stack(imgs), np.stack(mats)
+    ds = KeypointDataset(samples[:limit], task, None)
+    exs = [ds.example(i) for i in range(len(ds))]
+    imgs = [ex.image if ex.image.ndim == 3 else ex.image[:, :, None] for ex in exs]
+    return np.stack(imgs), np.stack([ex.matrix for ex in exs])
 
 
 def evaluate_onnx(onnx_path: Path, card: ModelCard, samples, task: Task, device: str = "cpu") -> dict:

@@ -108,26 +108,35 @@ def make_scheduler(task: Task, opt, steps_per_epoch: int):
 
 
 @torch.no_grad()
-def predict_dataset(model, ds: KeypointDataset, batch: int = 64, device="cpu"):
-    """Run a model over a dataset: (pred px, truth px, mask, presence prob), in image pixels."""
+def predict_dataset(model, ds: KeypointDataset, batch: int = 64, device="cpu", loss_fn=None):
+    """Run a model over a dataset: (pred px, truth px, mask, presence prob), in image pixels.
+
+    With `loss_fn`, the same pass also gives the mean loss per sample (a fifth value).
+    """
     model.eval()
     loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=0)
-    preds, confs, mats = [], [], []
+    preds, confs, mats, loss = [], [], [], 0.0
     for b in loader:
         p, c = model(b["image"].to(device))
+        if loss_fn is not None:
+            loss += float(loss_fn(p, b["points"].to(device), b["mask"].to(device))) * len(p)
         preds.append(p.float().cpu().numpy())
         confs.append(torch.sigmoid(c).float().cpu().numpy())
         mats.append(b["matrix"].numpy())
     pred = to_frame(np.concatenate(preds), np.concatenate(mats), ds.task.size)
     truth = np.stack([np.nan_to_num(s.points) for s in ds.samples]).astype(np.float32)
     mask = np.stack([s.mask for s in ds.samples])
-    return pred, truth, mask, np.concatenate(confs)
+    out = (pred, truth, mask, np.concatenate(confs))
+    return out + (loss / max(len(ds), 1),) if loss_fn is not None else out
 
 
-def evaluate(model, ds: KeypointDataset, device="cpu") -> dict:
-    pred, truth, mask, conf = predict_dataset(model, ds, device=device)
+def evaluate(model, ds: KeypointDataset, device="cpu", loss_fn=None) -> dict:
+    """Metrics of a model on a dataset (plus "loss" with `loss_fn`), from one pass over it."""
+    pred, truth, mask, conf, *loss = predict_dataset(model, ds, device=device, loss_fn=loss_fn)
     out = metrics.summary(pred, truth, mask, ds.schema)
     out["presence"] = float(conf.mean())
+    if loss:
+        out["loss"] = loss[0]
     return out
 
 
@@ -244,16 +253,11 @@ def fit(cfg: FitConfig) -> dict:
         train_loss = total / max(count, 1)
 
         # validation (every process computes it on the whole, small, validation split)
-        val = evaluate(unwrap(model), val_ds, device)
-        with torch.no_grad():
-            vl, vn = 0.0, 0
-            for vb in DataLoader(val_ds, batch_size=64):
-                p, _ = unwrap(model)(vb["image"].to(device))
-                vl += float(loss_fn(p, vb["points"].to(device), vb["mask"].to(device))) * len(p)
-                vn += len(p)
+        val = evaluate(unwrap(model), val_ds, device, loss_fn)
+        val_loss = val.pop("loss")
         score = val[task.metric]
         if not math.isfinite(score):  # e.g. no validation sample has an eye pair for NME
-            score = vl / max(vn, 1)
+            score = val_loss
         if sched is not None and when == "epoch":
             sched.step()
         elif sched is not None and when == "metric":
@@ -264,7 +268,7 @@ def fit(cfg: FitConfig) -> dict:
         else:
             stale += 1
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
-               "val_loss": vl / max(vn, 1), **{f"val_{k}": v for k, v in val.items()},
+               "val_loss": val_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
         if is_main():

@@ -137,6 +137,17 @@ def atomic_write_text(path: str | Path, write: Callable) -> Path:
     return path
 
 
+def _write_csv(path: str | Path, header, rows) -> None:
+    """A header and rows, written atomically (see atomic_write_text)."""
+
+    def write(f):
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+    atomic_write_text(path, write)
+
+
 def _short(s: str, n: int = 40) -> str:
     return s if len(s) <= n else s[:n] + "..."
 
@@ -262,12 +273,7 @@ def write_training(path: str | Path, samples: Iterable[Sample]) -> int:
             cells += [_fmt(x), _fmt(y)] if m else ["", ""]
         rows.append(cells + [_image_cell(img)])
 
-    def write(f):
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(TRAINING_HEADER)
-        w.writerows(rows)
-
-    atomic_write_text(path, write)
+    _write_csv(path, TRAINING_HEADER, rows)
     return len(rows)
 
 
@@ -319,12 +325,7 @@ def write_test(path: str | Path, ids: Iterable[int], images: Iterable[np.ndarray
     for i, img in zip(ids, images, strict=True):
         rows.append([str(int(i)), _image_cell(_check_image(img, f"ImageId {i}"))])
 
-    def write(f):
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(TEST_HEADER)
-        w.writerows(rows)
-
-    atomic_write_text(path, write)
+    _write_csv(path, TEST_HEADER, rows)
     return len(rows)
 
 
@@ -382,12 +383,7 @@ def write_lookup(path: str | Path, image_ids: Iterable[int], masks: Iterable[np.
             if m[FEATURES[col][0]]:
                 rows.append([len(rows) + 1, image_id, col, ""])
 
-    def write(f):
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(LOOKUP_HEADER)
-        w.writerows(rows)
-
-    atomic_write_text(path, write)
+    _write_csv(path, LOOKUP_HEADER, rows)
     return len(rows)
 
 
@@ -427,12 +423,7 @@ def write_submission(
             raise ValueError(f"prediction for ImageId {image_id} {feature} is not finite ({v})")
         rows.append([row_id, _fmt(min(max(v, 0.0), float(SIZE)))])
 
-    def write(f):
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(SUBMISSION_HEADER)
-        w.writerows(rows)
-
-    atomic_write_text(out_path, write)
+    _write_csv(out_path, SUBMISSION_HEADER, rows)
     return len(rows)
 
 
