@@ -126,3 +126,31 @@ def test_predict_writes_annotated_images_and_points(tmp_path):
     r = CliRunner().invoke(fkp_train, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "bare.png"),
                                        "--out", str(tmp_path / "out")])
     assert r.exit_code == 2 and "put a .pts beside the image" in r.output
+
+
+@needs_imm
+def test_early_stopping_stops_after_patience(tmp_path, monkeypatch):
+    """The stopping rule alone: a validation metric that never improves after epoch 1."""
+    import train.fit as fit_mod
+
+    monkeypatch.setattr(fit_mod, "evaluate", lambda *a, **k: {"mean_px": 5.0, "presence": 1.0, "loss": 0.1})
+    task = get("nose").with_(epochs=10, batch=8)
+    summary = fit(FitConfig(task=task, data=str(IMM), out=str(tmp_path / "r"), limit=8, val_limit=4,
+                            patience=2, progress=False, threads=1))
+    assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert [r["epoch"] for r in _log(tmp_path / "r")] == ["1", "2", "3"]
+
+
+@needs_imm
+@pytest.mark.parametrize("schedule,check", [
+    ("step", lambda lrs: lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(1e-5)),
+    ("cosine", lambda lrs: 1e-3 > lrs[0] > lrs[1] > lrs[2] >= 0),
+    ("plateau", lambda lrs: lrs == [pytest.approx(1e-3)] * 3),
+    ("onecycle", lambda lrs: lrs[-1] < 1e-5),
+])
+def test_schedules_move_the_learning_rate(tmp_path, schedule, check):
+    task = get("nose").with_(epochs=3, batch=8, lr=1e-3, schedule=schedule, optimizer="adam")
+    fit(FitConfig(task=task, data=str(IMM), out=str(tmp_path / "r"), limit=8, val_limit=4,
+                  progress=False, threads=1))
+    lrs = [float(r["lr"]) for r in _log(tmp_path / "r")]
+    assert check(lrs), lrs

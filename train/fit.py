@@ -95,7 +95,9 @@ def make_scheduler(task: Task, opt, steps_per_epoch: int):
     """Returns (scheduler, when): when is 'step' (every batch), 'epoch' or 'metric'."""
     if task.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=task.lr, total_steps=task.epochs * steps_per_epoch, pct_start=0.15), "step"
+            # one step more than are taken: after the last batch the rate sits at its minimum
+            # (with exactly as many, OneCycleLR's last step extrapolates past the end and rises)
+            opt, max_lr=task.lr, total_steps=task.epochs * steps_per_epoch + 1, pct_start=0.15), "step"
     if task.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=task.epochs), "epoch"
     if task.schedule == "step":
