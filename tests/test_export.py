@@ -155,3 +155,55 @@ def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
     with pytest.raises(DeviceError, match="--device cuda"):
         Landmarker(p, device="cuda")
     assert Landmarker(p, device="auto").device == "cpu"
+
+
+def test_card_records_the_whole_fine_tuning_chain(tmp_path, monkeypatch):
+    """A run started with --init records the command of the run it started from, then its own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/base").mkdir(parents=True)
+    (tmp_path / "runs/ft").mkdir(parents=True)
+    base = ["fkp-train", "fit", "--task", "ibug68", "--data", "d", "--out", "runs/base"]
+    ft = ["fkp-train", "fit", "--task", "ibug68", "--data", "d", "--out", "runs/ft",
+          "--init", "runs/base/best.pt", "--augment", '{"noise": 0.1}']
+    (tmp_path / "runs/base/task.json").write_text(json.dumps({"argv": base, "data": "d"}))
+    (tmp_path / "runs/ft/task.json").write_text(json.dumps({"argv": ft, "data": "d", "init": "runs/base/best.pt"}))
+    cmd, data = ex.read_training_command(tmp_path / "runs/ft")
+    first, second = cmd.split(" && ")
+    assert first == "fkp-train fit --task ibug68 --data d --out runs/base"
+    assert second.endswith("--init runs/base/best.pt --augment '{\"noise\": 0.1}'"), "JSON stays one shell word"
+    assert data == "d"
+
+
+def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
+    """The flip-averaged graph predicts a mirrored crop's points as the mirror of the crop's points
+    (exactly, by construction), through ONNX Runtime, in FP32 and in INT8 with the averaging in float."""
+    from fkp_live.schemas import IBUG68
+
+    d, model, task = tiny
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "f.onnx"),
+                                       "--flip-average"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "f.json").read_text())
+    assert "mirror image" in card["description"]
+    x = np.random.default_rng(2).standard_normal((16, 1, 64, 64)).astype(np.float32)
+    ex.quantize_int8(tmp_path / "f.onnx", tmp_path / "f.int8.onnx", x)
+    shutil.copy(tmp_path / "f.json", tmp_path / "f.int8.json")
+    crops = np.random.default_rng(3).integers(0, 256, (3, 64, 64, 1), dtype=np.uint8)
+    perm = IBUG68.mirror_array()
+    for name in ("f", "f.int8"):
+        lm = Landmarker(tmp_path / f"{name}.onnx", device="cpu")
+        pts, conf = lm.run(lm.normalise(crops))
+        mpts, mconf = lm.run(lm.normalise(crops[:, :, ::-1].copy()))
+        back = mpts[:, perm].copy()
+        back[..., 0] = 1.0 - back[..., 0]
+        assert np.abs(back - pts).max() * 64 < 1e-3, name
+        assert np.allclose(conf, mconf, atol=1e-5)
+    # the plain (unaveraged) net is not mirror-consistent, so the test above can fail
+    plain = tmp_path / "p.onnx"
+    ex.export_onnx(model, task, plain)
+    shutil.copy(tmp_path / "f.json", tmp_path / "p.json")
+    lm = Landmarker(plain, device="cpu")
+    pts = lm.run(lm.normalise(crops))[0]
+    mpts = lm.run(lm.normalise(crops[:, :, ::-1].copy()))[0][:, perm]
+    mpts[..., 0] = 1.0 - mpts[..., 0]
+    assert np.abs(mpts - pts).max() * 64 > 0.01

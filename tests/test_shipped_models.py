@@ -63,3 +63,12 @@ def test_presence_drops_without_a_face(name):
     noise = rng.integers(0, 255, (4, lm.size, lm.size, lm.card.channels), dtype=np.uint8)
     _, conf = lm.run(lm.normalise(np.concatenate([flat, noise])))
     assert conf.max() < 0.5, conf
+
+
+def test_fast_and_accurate_name_the_68_point_models():
+    from fkp_live.card import ALIASES, resolve
+
+    assert resolve("fast")[0] == ROOT / "models" / "ibug68.onnx"
+    assert resolve(None)[0] == resolve("fast")[0], "the fast model is the default"
+    for alias, name in ALIASES.items():
+        assert name in SHIPPED, f"--model {alias} names {name}, which must ship"

@@ -241,7 +241,10 @@ def _load_ckpt(checkpoint):
 @click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx (static quantisation).")
 @click.option("--fp16", is_flag=True, help="Also write NAME.fp16.onnx for GPUs.")
 @click.option("--tensorrt", is_flag=True, help="Also build NAME.engine with TensorRT (NVIDIA GPU).")
-def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt):
+@click.option("--flip-average", is_flag=True,
+              help="Average each crop's points with its mirror image's, inside the graph (2x the work).")
+def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
+                   flip_average):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -260,6 +263,10 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     if out.suffix != ".onnx":
         raise Fail(f"--out {out}: the file name must end in .onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if flip_average:
+        from fkp_live import schemas
+
+        model = ex.FlipAverage(model.eval(), schemas.get(task.schema).mirror_array())
     ex.export_onnx(model, task, out)
     cmd, train_data = ex.read_training_command(Path(checkpoint).parent)
     box_cal = {}
@@ -270,7 +277,8 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
             box_cal = ModelCard.load(out.with_suffix(".json")).box_calibration
         except Exception:
             box_cal = {}
-    card = ex.make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal)
+    card = ex.make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
+                        flip_average=flip_average)
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = ex.crops_of(val, task, limit=32)
