@@ -98,7 +98,7 @@ def _ours_fps(tracker, frames) -> float:
 
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
 @click.option("--video", metavar="PATH", help="Clip to measure on [default: ../shared/data/videos/d3.mp4, else the demo].")
-@click.option("--model", metavar="NAME|PATH", default=None, help="Model [default: the shipped ibug68].")
+@click.option("--model", metavar="NAME|PATH", default=None, help="Model [default: fast, the default model of fkp-live].")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--detector", default="auto", show_default=True)

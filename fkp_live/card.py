@@ -104,16 +104,22 @@ def models_dir() -> Path:
     return here / "models"
 
 
-DEFAULT_MODEL = "ibug68"
 # The two 68-point models by what they are for: `fast` keeps a 2-core CPU real time (the default),
-# `accurate` trades speed for error.
+# `accurate` trades speed for error. An alias names a family: its INT8 file on a CPU (as accurate
+# as FP32 and 1.4-1.8x faster), its FP16 file on a GPU, the FP32 file where neither ships.
 ALIASES = {"fast": "ibug68", "accurate": "ibug68-accurate"}
+DEFAULT_MODEL = "fast"
 
 
-def resolve(model: str | os.PathLike | None) -> tuple[Path, Path]:
-    """A model name (shipped) or a path to an .onnx file -> (onnx path, card path)."""
+def resolve(model: str | os.PathLike | None, gpu: bool = False) -> tuple[Path, Path]:
+    """A model name (shipped or an alias) or a path to an .onnx file -> (onnx path, card path)."""
     model = DEFAULT_MODEL if model is None else str(model)
-    model = ALIASES.get(model, model)
+    if model in ALIASES:
+        base = ALIASES[model]
+        for variant in (f"{base}.fp16" if gpu else f"{base}.int8", base):
+            if (models_dir() / f"{variant}.onnx").exists():
+                model = variant
+                break
     p = Path(model)
     if p.suffix != ".onnx":
         cand = models_dir() / f"{model}.onnx"

@@ -87,10 +87,15 @@ class Landmarker:
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
                  threads: int | None = None):
-        self.onnx_path, card_path = resolve(model)
+        gpu = device in ("cuda", "tensorrt") or (device == "auto" and _gpu_driver_present())
+        self.onnx_path, card_path = resolve(model, gpu=gpu)
+        self.session, self.device = _session(str(self.onnx_path), device, threads)
+        if gpu and self.device == "cpu" and resolve(model) != (self.onnx_path, card_path):
+            # an alias took its GPU file but no GPU provider loaded: take its CPU file instead
+            self.onnx_path, card_path = resolve(model)
+            self.session, self.device = _session(str(self.onnx_path), "cpu", threads)
         self.card = ModelCard.load(card_path)
         self.schema = self.card.keypoints
-        self.session, self.device = _session(str(self.onnx_path), device, threads)
         inp = self.session.get_inputs()[0]
         shape = inp.shape
         expect = [self.card.channels, self.card.input_size, self.card.input_size]

@@ -186,3 +186,13 @@ def test_bench_is_reachable_from_the_cli():
     p = subprocess.run([sys.executable, "-m", "fkp_live.cli", "bench", "--help"], cwd=ROOT, capture_output=True,
                        text=True)
     assert p.returncode == 0 and "FaceMesh" in p.stdout
+
+
+@pytest.mark.parametrize("alias", ["fast", "accurate"])
+def test_model_aliases_track_the_demo(tmp_path, alias):
+    """`--model fast` and `--model accurate` run the shipped 68-point models end to end."""
+    c = tmp_path / "t.csv"
+    code, out = invoke("--demo", "--demo-frames", 8, "--model", alias, "--csv", c, "--no-display")
+    assert code == 0, out
+    rows = list(csv.DictReader(open(c)))
+    assert len({r["frame"] for r in rows}) == 8 and len(rows) >= 8

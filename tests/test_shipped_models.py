@@ -15,6 +15,8 @@ HELD_OUT = {
     "ibug68": ("ibug68", "300w", "test", 0.06),
     "ibug68.int8": ("ibug68", "300w", "test", 0.06),
     "ibug68.fp16": ("ibug68", "300w", "test", 0.06),
+    "ibug68-accurate": ("ibug68", "300w", "test", 0.05),
+    "ibug68-accurate.int8": ("ibug68", "300w", "test", 0.05),
     "imm58": ("imm58-crop", "imm", "val", 0.08),
     "kaggle15": ("kaggle15-crop", "300w", "test", 0.08),
 }
@@ -68,7 +70,10 @@ def test_presence_drops_without_a_face(name):
 def test_fast_and_accurate_name_the_68_point_models():
     from fkp_live.card import ALIASES, resolve
 
-    assert resolve("fast")[0] == ROOT / "models" / "ibug68.onnx"
+    assert resolve("fast")[0] == ROOT / "models" / "ibug68.int8.onnx", "INT8 on a CPU"
+    assert resolve("fast", gpu=True)[0] == ROOT / "models" / "ibug68.fp16.onnx", "FP16 on a GPU"
+    assert resolve("accurate")[0] == ROOT / "models" / "ibug68-accurate.int8.onnx"
     assert resolve(None)[0] == resolve("fast")[0], "the fast model is the default"
+    assert Landmarker("accurate", device="cpu").onnx_path.name == "ibug68-accurate.int8.onnx"
     for alias, name in ALIASES.items():
         assert name in SHIPPED, f"--model {alias} names {name}, which must ship"
