@@ -12,13 +12,13 @@ import fake_model
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEOS = DATA / "videos"
-SHIPPED = ROOT / "models" / "ibug68.onnx"
+SHIPPED = ROOT / "models" / "ibug68.int8.onnx"  # the default on a CPU (`fast`)
 
 needs_data = pytest.mark.skipif(
     not VIDEOS.is_dir(), reason=f"shared test data not found at {DATA} (only present in CI / dev checkouts)")
 needs_shipped_model = pytest.mark.skipif(
     not (SHIPPED.exists() and SHIPPED.with_suffix(".json").exists()),
-    reason="the shipped model models/ibug68.onnx + .json is not there yet (accuracy tests wait for it)")
+    reason="the shipped default models/ibug68.int8.onnx + .json is not there yet (accuracy tests wait for it)")
 
 
 @pytest.fixture(scope="session")

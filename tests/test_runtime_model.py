@@ -1,6 +1,6 @@
 """The shipped default model through the runtime: accuracy and tracking on real faces.
 
-These wait (skip) until models/ibug68.onnx and its card exist, and need ../shared/data.
+These wait (skip) until models/ibug68.int8.onnx (the default on a CPU) and its card exist, and need ../shared/data.
 """
 from __future__ import annotations
 
