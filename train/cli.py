@@ -472,7 +472,7 @@ def eval_runtime_command(model, data, split, detector):
     t = np.array(truth)
     m = np.ones(t.shape[:2], bool)
     schema = tr.schema
-    out = {"model": model, "split": split, "detector": detector, "faces": len(t), "missed": missed}
+    out = {"model": model, "file": tr.landmarker.onnx_path.name, "split": split, "detector": detector, "faces": len(t), "missed": missed}
     for name, p in (("first_frame", first), ("tracked", second)):
         r = metrics.summary(np.array(p), t, m, schema)
         out[name] = {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")}
@@ -500,7 +500,7 @@ def bench_command(models, data, runs, threads):
     gpu = ("TensorrtExecutionProvider", "CUDAExecutionProvider") if _gpu_driver_present() else ()
     providers = [p for p in (*gpu, "CPUExecutionProvider") if p in ort.get_available_providers()]
     click.echo(f"onnxruntime {ort.__version__}; threads={threads}; median of {runs} runs after warm-up")
-    click.echo(f"{'model':<18}{'provider':<12}{'MB':>6}{'b1 ms/face':>12}{'b4 ms/face':>12}{'b4 ms':>8}  metrics")
+    click.echo(f"{'model':<22}{'provider':<12}{'MB':>6}{'b1 ms/face':>12}{'b4 ms/face':>12}{'b4 ms':>8}  metrics")
     for name in names:
         path, card_path = resolve(name)
         card = ModelCard.load(card_path)
@@ -509,14 +509,14 @@ def bench_command(models, data, runs, threads):
                 b1 = ex.latency_ms(path, 1, card.input_size, card.channels, prov, threads, runs)
                 b4 = ex.latency_ms(path, 4, card.input_size, card.channels, prov, threads, runs)
             except Exception as e:  # provider listed but unusable here (no GPU libraries)
-                click.echo(f"{path.stem:<18}{prov[:-17]:<12}  unavailable: {str(e).splitlines()[0][:80]}")
+                click.echo(f"{path.stem:<22}{prov[:-17]:<12}  unavailable: {str(e).splitlines()[0][:80]}")
                 continue
             own = card.metrics.get("int8") if path.stem.endswith(".int8") else None
             m = own or card.metrics.get("fp32", card.metrics)
             keys = ("nme_io", "auc@0.08", "fr@0.08", "rmse_px", "mean_px")
             ms = ", ".join(f"{k}={m[k]:.3g}" for k in keys if isinstance(m.get(k), (int, float)))
             ms += f" ({card.metrics.get('split', '?')}{', fp32 model' if path.stem.endswith('.fp16') else ''})" if ms else ""
-            click.echo(f"{path.stem:<18}{prov[:-17]:<12}{path.stat().st_size / 1e6:>6.2f}{b1:>12.3f}"
+            click.echo(f"{path.stem:<22}{prov[:-17]:<12}{path.stat().st_size / 1e6:>6.2f}{b1:>12.3f}"
                        f"{b4 / 4:>12.3f}{b4:>8.2f}  {ms}")
 
 
