@@ -207,3 +207,13 @@ def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
     mpts = lm.run(lm.normalise(crops[:, :, ::-1].copy()))[0][:, perm]
     mpts[..., 0] = 1.0 - mpts[..., 0]
     assert np.abs(mpts - pts).max() * 64 > 0.01
+
+
+def test_export_fails_and_removes_the_file_when_parity_is_over_the_limit(tiny, tmp_path):
+    """The parity check is a gate: over --tolerance, exit 1 with the measured difference, no file left."""
+    d, _, _ = tiny
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out), "--tolerance", "-1"])
+    assert r.exit_code == 1, r.output
+    assert "parity check failed" in r.output and "export removed" in r.output
+    assert not out.exists()

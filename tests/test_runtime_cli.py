@@ -188,9 +188,9 @@ def test_bench_is_reachable_from_the_cli():
     assert p.returncode == 0 and "FaceMesh" in p.stdout
 
 
-@pytest.mark.parametrize("alias", ["fast", "accurate"])
-def test_model_aliases_track_the_demo(tmp_path, alias):
-    """`--model fast` and `--model accurate` run the shipped 68-point models end to end."""
+@pytest.mark.parametrize("alias", ["fast", "accurate", "imm58", "kaggle15"])
+def test_shipped_models_track_the_demo(tmp_path, alias):
+    """`--model fast|accurate|imm58|kaggle15` run the shipped models end to end."""
     c = tmp_path / "t.csv"
     code, out = invoke("--demo", "--demo-frames", 8, "--model", alias, "--csv", c, "--no-display")
     assert code == 0, out

@@ -77,3 +77,19 @@ def test_fast_and_accurate_name_the_68_point_models():
     assert Landmarker("accurate", device="cpu").onnx_path.name == "ibug68-accurate.int8.onnx"
     for alias, name in ALIASES.items():
         assert name in SHIPPED, f"--model {alias} names {name}, which must ship"
+
+
+def test_bench_prints_latency_and_metrics_of_each_model():
+    from click.testing import CliRunner
+
+    from train.cli import main as fkp_train
+
+    r = CliRunner().invoke(fkp_train, ["bench", "ibug68.int8", "kaggle15", "--runs", "5"])
+    assert r.exit_code == 0, r.output
+    rows = [line.split() for line in r.output.splitlines() if line.startswith(("ibug68.int8 ", "kaggle15 "))]
+    assert [row[0] for row in rows] == ["ibug68.int8", "kaggle15"], r.output
+    for row in rows:
+        assert row[1] == "CPU"
+        b1, b4_per_face, b4 = map(float, row[3:6])
+        assert 0 < b1 and 0 < b4_per_face and abs(b4 - 4 * b4_per_face) < 0.02 * b4 + 0.01
+        assert any(f.startswith("nme_io=") for f in row[6:]), "the card's held-out metrics are printed"
