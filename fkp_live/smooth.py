@@ -27,7 +27,7 @@ from filterpy.kalman import KalmanFilter
 # Measured with the shipped models on the demo face (`fkp-live bench`): a still face with
 # camera-like pixel noise gets 5.1x less jitter at strength 3, 5.9x at 4 (4.9x at 5, where the
 # noise estimate starts to lag) with session 1's ibug68; 6.1x at 4 with today's default (ibug68.int8)
-# and 8x with ibug68-accurate; a moving one no measurable lag (< 0.2 frame) at any of them.
+# and about 8x with ibug68-accurate; a moving one no measurable lag (< 0.2 frame) at any of them.
 # The model's errors move all points together, which the filter reads partly as motion, so it
 # needs more smoothing than incoherent synthetic noise does.
 DEFAULT_STRENGTH = 4.0

@@ -176,7 +176,8 @@ def test_card_records_the_whole_fine_tuning_chain(tmp_path, monkeypatch):
 
 def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
     """The flip-averaged graph predicts a mirrored crop's points as the mirror of the crop's points
-    (exactly, by construction), through ONNX Runtime, in FP32 and in INT8 with the averaging in float."""
+    (exactly, by construction), through ONNX Runtime, in FP32 and in INT8 with the averaging in float.
+    Mirroring follows training's flip: pixel column j (fraction j/64) goes to 63-j."""
     from fkp_live.schemas import IBUG68
 
     d, model, task = tiny
@@ -195,7 +196,7 @@ def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
         pts, conf = lm.run(lm.normalise(crops))
         mpts, mconf = lm.run(lm.normalise(crops[:, :, ::-1].copy()))
         back = mpts[:, perm].copy()
-        back[..., 0] = 1.0 - back[..., 0]
+        back[..., 0] = 63 / 64 - back[..., 0]
         assert np.abs(back - pts).max() * 64 < 1e-3, name
         assert np.allclose(conf, mconf, atol=1e-5)
     # the plain (unaveraged) net is not mirror-consistent, so the test above can fail
@@ -205,7 +206,7 @@ def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
     lm = Landmarker(plain, device="cpu")
     pts = lm.run(lm.normalise(crops))[0]
     mpts = lm.run(lm.normalise(crops[:, :, ::-1].copy()))[0][:, perm]
-    mpts[..., 0] = 1.0 - mpts[..., 0]
+    mpts[..., 0] = 63 / 64 - mpts[..., 0]
     assert np.abs(mpts - pts).max() * 64 > 0.01
 
 

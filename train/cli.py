@@ -266,7 +266,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     if flip_average:
         from fkp_live import schemas
 
-        model = ex.FlipAverage(model.eval(), schemas.get(task.schema).mirror_array())
+        model = ex.FlipAverage(model.eval(), schemas.get(task.schema).mirror_array(), task.size[0])
     ex.export_onnx(model, task, out)
     cmd, train_data = ex.read_training_command(Path(checkpoint).parent)
     box_cal = {}
@@ -481,19 +481,17 @@ def eval_runtime_command(model, data, split, detector):
 
 @main.command("bench", context_settings=CONTEXT)
 @click.argument("models", nargs=-1)
-@click.option("--data", type=click.Path(exists=True), help="300-W folder: also measure validation metrics.")
 @click.option("--runs", default=300, show_default=True, help="Timed runs per figure (median reported).")
 @click.option("--threads", default=1, show_default=True, help="ONNX Runtime intra-op threads.")
-def bench_command(models, data, runs, threads):
+def bench_command(models, runs, threads):
     """Latency per face of shipped models (or .onnx paths) at batch 1 and 4, on every available
     execution provider, median of many runs after warm-up; and the metrics in each card."""
     import onnxruntime as ort
 
     from fkp_live.card import ModelCard, models_dir, resolve
+    from fkp_live.landmarker import _gpu_driver_present
 
     from . import export as ex
-
-    from fkp_live.landmarker import _gpu_driver_present
 
     names = list(models) or sorted(p.stem for p in models_dir().glob("*.onnx"))
     # GPU providers are listed whenever onnxruntime-gpu is installed; they run only with a driver

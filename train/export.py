@@ -52,19 +52,22 @@ class ExportWrapper(nn.Module):
 
 class FlipAverage(nn.Module):
     """Test-time flip averaging inside the graph: the crop and its mirror image go through the
-    model as one batch; the mirror's points are flipped back (x -> 1 - x, mirror permutation) and
-    the two predictions averaged. Twice the work per face for a lower error."""
+    model as one batch; the mirror's points are flipped back (mirror permutation, and x -> the
+    mirrored column as `augment.flip_matrix` defines it) and the two predictions averaged.
+    Twice the work per face for a lower error."""
 
-    def __init__(self, model: nn.Module, mirror: np.ndarray):
+    def __init__(self, model: nn.Module, mirror: np.ndarray, width: int):
         super().__init__()
         self.model = model
         self.register_buffer("mirror", torch.as_tensor(np.asarray(mirror), dtype=torch.long), persistent=False)
+        # points are pixel / width with integer pixel centres, so column j mirrors to width-1-j
+        self.x_mirror = (width - 1) / width
 
     def forward(self, image):
         b = image.shape[0]
         pts, logit = self.model(torch.cat([image, torch.flip(image, dims=[3])], dim=0))
         back = pts[b:][:, self.mirror]
-        back = torch.stack([1.0 - back[..., 0], back[..., 1]], dim=-1)
+        back = torch.stack([self.x_mirror - back[..., 0], back[..., 1]], dim=-1)
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
