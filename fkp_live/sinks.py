@@ -202,10 +202,12 @@ class Mp4Sink:
 class _TextSink:
     """A text file written line by line; closing it (also on error) keeps what was written."""
 
-    _f = None
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path = check_output_path(path, what)
+        self._f = _open_text(self.path, what)
 
     def close(self) -> None:
-        if self._f is not None and not self._f.closed:
+        if not self._f.closed:
             self._f.close()
 
     def __enter__(self):
@@ -223,10 +225,9 @@ class CsvSink(_TextSink):
     processed frame is in the file. Rows are flushed frame by frame."""
 
     def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv"):
-        self.path = check_output_path(path, what)
+        super().__init__(path, what)
         self.n = int(n_points)
         self.with_source = with_source
-        self._f = _open_text(self.path, what)
         cols = ["frame", "timestamp", "face_id", "confidence", "success"]
         cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)]
         if with_source:
@@ -263,8 +264,7 @@ class JsonlSink(_TextSink):
     "box", "points", "raw"}]}; coordinates in frame pixels. Lines are flushed as written."""
 
     def __init__(self, path: str | os.PathLike, what: str = "--jsonl"):
-        self.path = check_output_path(path, what)
-        self._f = _open_text(self.path, what)
+        super().__init__(path, what)
 
     def write(self, frame, faces) -> None:
         rec = {"frame": frame.index, "timestamp": frame.pts_seconds}

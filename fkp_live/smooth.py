@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from filterpy.common import Q_discrete_white_noise
-from filterpy.kalman import KalmanFilter
 
 
 # Measured with the shipped models on the demo face (`fkp-live bench`): a still face with
@@ -49,6 +47,10 @@ class KeypointSmoother:
         self.gate = float(gate)
         self.jump = float(jump)
         self.adapt = float(adapt)
+        # filterpy (and SciPy under it) load here, not at import: `fkp-live --help` stays quick
+        from filterpy.common import Q_discrete_white_noise
+        from filterpy.kalman import KalmanFilter
+
         self._kf = KalmanFilter(dim_x=2, dim_z=1)  # ONE coordinate, in face-scale units
         self._kf.F = np.array([[1.0, 1.0], [0.0, 1.0]])
         self._kf.H = np.array([[1.0, 0.0]])

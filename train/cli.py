@@ -581,7 +581,7 @@ def kaggle_submit_command(checkpoint, test_csv, lookup, out, two_model, truth):
 
     pred = run(model)
     if two_model:
-        model_b, task_b = _load_ckpt(two_model)
+        model_b, _ = _load_ckpt(two_model)
         pred = _combine(pred, run(model_b), task)
     # whole-image models predict fractions of the 96x96 input; pixel centres are integers
     try:

@@ -43,6 +43,10 @@ class Task:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
+# The jitter of runtime-style crops: small shifts and scales, rolls the eye-line correction may miss,
+# occluders (the 68-point presets add no-face crops for the presence head).
+CROP_JITTER = dict(shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15)
+
 TASKS = {
     # 1. the nose tip on IMM, whole image at 80x60 as in the seeds
     "nose": Task(
@@ -72,7 +76,7 @@ TASKS = {
     "imm58-crop": Task(
         "imm58-crop", "imm58", "imm", "mobile", (128, 128), mode="crop", crop_scale=1.35,
         loss="wing", epochs=80, batch=16, lr=2e-3, presence_weight=0.1,
-        augment=dict(negative=0.1, shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
+        augment={**CROP_JITTER, "negative": 0.1},
     ),
     # 3. 300-W 68 points: the real-time heatmap net (the default runtime model) and ResNet-18
     "ibug68": Task(
@@ -80,12 +84,12 @@ TASKS = {
         loss="wing", epochs=60, batch=32, lr=2e-3, presence_weight=0.1,
         # jitter kept small enough that points stay inside the crop: soft-argmax cannot
         # reach outside it (with shift 0.08, 40% of crops lost a point over the edge)
-        augment=dict(negative=0.1, shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
+        augment={**CROP_JITTER, "negative": 0.1},
     ),
     "ibug68-resnet": Task(
         "ibug68-resnet", "ibug68", "300w", "resnet18", (128, 128), mode="crop", crop_scale=1.3,
         loss="wing", epochs=12, batch=32, lr=1e-3,
-        augment=dict(shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
+        augment=dict(CROP_JITTER),
     ),
     # 4. Kaggle 15 points, 96x96 greyscale, single model with the masked loss
     "kaggle15": Task(
@@ -111,7 +115,7 @@ TASKS = {
         "kaggle15-crop", "kaggle15", "300w", "mobile", (96, 96), mode="crop", crop_scale=1.6,
         loss="wing", epochs=60, batch=32, lr=2e-3, presence_weight=0.1, map_from="ibug68",
         net_args=dict(width=0.75, decoder=32),
-        augment=dict(negative=0.1, shift=0.03, scale=(0.95, 1.1), rotate_deg=20, occlude=0.15),
+        augment={**CROP_JITTER, "negative": 0.1},
     ),
     # a user's own CSV (image,x_0,y_0,...): whole image at 128x128
     "csv": Task(

@@ -27,7 +27,7 @@ from fkp_live.schemas import SCHEMAS
 
 from . import DataError, Sample, SkipReport
 from .ibug import read_image
-from .kaggle import _RowError, _short, points_from_cells, read_rows
+from .kaggle import _RowError, _short, points_from_cells, read_header
 
 _SKIP_HINT = " (or pass --skip-bad to skip bad rows)"
 
@@ -98,10 +98,8 @@ def read_csv(
     Each `Sample` holds the image (BGR, or greyscale with ``grey=True``), the (N, 2) float32
     points with NaN where unlabelled, the mask, source ``"<csv>:<line>"`` and the schema name.
     """
-    path = Path(path)
-    rows = read_rows(path)
-    first = next(rows, None)
-    n = _check_header(path, first[1] if first else None)
+    path, header, rows = read_header(path)
+    n = _check_header(path, header)
     schema = _schema_for(path, n, schema_name)
     names = header_for(n)
     base = path.parent
@@ -117,7 +115,7 @@ def read_csv(
             if not name:
                 raise _RowError("the image column is empty")
             pts, mask = points_from_cells(fields[1:], names[1:])
-            img_path = Path(name) if Path(name).is_absolute() else base / name
+            img_path = base / name  # an absolute name stays absolute
             if not img_path.is_file():
                 raise _RowError(f"image {str(img_path)!r} not found (paths are relative to the CSV's folder)")
             try:

@@ -68,6 +68,14 @@ def open_csv(path: Path):
         raise DataError(f"{path}: cannot open ({e.strerror or e})") from e
 
 
+def read_header(path: str | Path):
+    """Open a CSV -> (path, its header's fields or None for an empty file, the rows after it)."""
+    path = Path(path)
+    rows = read_rows(path)
+    first = next(rows, None)
+    return path, (first[1] if first else None), rows
+
+
 def read_rows(path: Path):
     """Yield (line number, fields) for each non-blank row, the header included.
 
@@ -223,10 +231,8 @@ def read_training(path: str | Path, skip_bad: bool = False) -> tuple[list[Sample
     partner) raises `DataError` naming the file and line; with ``skip_bad=True`` it is skipped and
     listed in the report instead. A header that is not Kaggle's always raises.
     """
-    path = Path(path)
-    rows = read_rows(path)
-    first = next(rows, None)
-    _check_header(path, first[1] if first else None, TRAINING_HEADER, "training.csv")
+    path, header, rows = read_header(path)
+    _check_header(path, header, TRAINING_HEADER, "training.csv")
     samples: list[Sample] = []
     skipped: list[tuple[str, str]] = []
     names = list(COORD_COLUMNS)
@@ -292,10 +298,8 @@ def read_test(path: str | Path) -> tuple[list[int], np.ndarray]:
     Any bad row raises `DataError` naming the file and line (a test set cannot skip rows: the
     submission must answer every image).
     """
-    path = Path(path)
-    rows = read_rows(path)
-    first = next(rows, None)
-    _check_header(path, first[1] if first else None, TEST_HEADER, "test.csv")
+    path, header, rows = read_header(path)
+    _check_header(path, header, TEST_HEADER, "test.csv")
     ids: list[int] = []
     images: list[np.ndarray] = []
     seen: dict[int, int] = {}
@@ -335,10 +339,8 @@ def write_test(path: str | Path, ids: Iterable[int], images: Iterable[np.ndarray
 
 def read_lookup(path: str | Path) -> list[tuple[int, int, str, int]]:
     """Read ``IdLookupTable.csv`` -> [(RowId, ImageId, FeatureName, line)] in file order."""
-    path = Path(path)
-    rows = read_rows(path)
-    first = next(rows, None)
-    _check_header(path, first[1] if first else None, LOOKUP_HEADER, "IdLookupTable.csv")
+    path, header, rows = read_header(path)
+    _check_header(path, header, LOOKUP_HEADER, "IdLookupTable.csv")
     out = []
     seen: dict[int, int] = {}
     for line, fields in rows:
@@ -429,10 +431,8 @@ def write_submission(
 
 def read_submission(path: str | Path) -> dict[int, float]:
     """Read a submission ``RowId,Location`` -> {RowId: Location}."""
-    path = Path(path)
-    rows = read_rows(path)
-    first = next(rows, None)
-    _check_header(path, first[1] if first else None, SUBMISSION_HEADER, "submission")
+    path, header, rows = read_header(path)
+    _check_header(path, header, SUBMISSION_HEADER, "submission")
     out: dict[int, float] = {}
     for line, fields in rows:
         try:
