@@ -35,7 +35,9 @@ def _gpu_driver_present() -> bool:
         return False
 
 
-def _session(path: str, device: str, threads: int | None):
+def _session(path_for, device: str, threads: int | None):
+    """The first execution provider that loads -> (session, device). `path_for(device)` names the
+    file for each device tried (an alias's FP16 file for a GPU, its INT8 file for the CPU)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
@@ -57,6 +59,7 @@ def _session(path: str, device: str, threads: int | None):
         wanted = _PROVIDERS[dev]
         if wanted[0] not in available:
             continue
+        path = path_for(dev)
         try:
             sess = ort.InferenceSession(path, sess_options=opts, providers=wanted)
         except Exception as e:  # a provider listed but its libraries missing, a bad file
@@ -69,7 +72,7 @@ def _session(path: str, device: str, threads: int | None):
             return sess, dev
         last_err = RuntimeError(f"{wanted[0]} could not be loaded (CUDA/TensorRT libraries missing?)")
     if device == "auto":
-        raise DeviceError(f"no ONNX Runtime execution provider could load {path}: {last_err}")
+        raise DeviceError(f"no ONNX Runtime execution provider could load {path_for('cpu')}: {last_err}")
     raise DeviceError(
         f"--device {device}: {last_err or _PROVIDERS[device][0] + ' is not available'}; "
         "use --device cpu or --device auto"
@@ -87,13 +90,11 @@ class Landmarker:
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
                  threads: int | None = None):
-        gpu = device in ("cuda", "tensorrt") or (device == "auto" and _gpu_driver_present())
-        self.onnx_path, card_path = resolve(model, gpu=gpu)
-        self.session, self.device = _session(str(self.onnx_path), device, threads)
-        if gpu and self.device == "cpu" and resolve(model) != (self.onnx_path, card_path):
-            # an alias took its GPU file but no GPU provider loaded: take its CPU file instead
-            self.onnx_path, card_path = resolve(model)
-            self.session, self.device = _session(str(self.onnx_path), "cpu", threads)
+        def path_for(dev: str) -> str:
+            return str(resolve(model, gpu=dev != "cpu")[0])
+
+        self.session, self.device = _session(path_for, device, threads)
+        self.onnx_path, card_path = resolve(model, gpu=self.device != "cpu")
         self.card = ModelCard.load(card_path)
         self.schema = self.card.keypoints
         inp = self.session.get_inputs()[0]
