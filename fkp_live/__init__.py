@@ -1,6 +1,6 @@
 """fkp-live: real-time facial keypoint tracking through ONNX Runtime."""
 from .card import ModelCard, ModelError
-from .landmarker import Landmarker
+from .track.landmarker import Landmarker
 
 __all__ = ["ModelCard", "ModelError", "Landmarker", "Tracker", "Face"]
 __version__ = "0.1.0"
@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # keep `import fkp_live` light: the pipeline pulls in mediapipe lazily
     if name in ("Tracker", "Face"):
-        from . import pipeline
+        from .track import tracker
 
-        return getattr(pipeline, name)
+        return getattr(tracker, name)
     raise AttributeError(name)

@@ -46,7 +46,7 @@ class _Loop:
         self.frames, self.length, self.fps, self.name = frames, n, fps, "loop"
 
     def __iter__(self):
-        from .sources import Frame
+        from .frame import Frame
 
         for i in range(self.length):
             f = self.frames[i % len(self.frames)]
@@ -60,7 +60,7 @@ class _Loop:
 
 
 def _tracker(model, device, threads, detector, smooth=None):
-    from .smooth import DEFAULT_STRENGTH
+    from .track.smooth import DEFAULT_STRENGTH
 
     smooth = DEFAULT_STRENGTH if smooth is None else smooth
     from .cli import _make_tracker
@@ -73,7 +73,7 @@ def _facemesh_fps(frames) -> float:
     import cv2
     import mediapipe as mp
 
-    from .detect import quiet_stderr
+    from .track.detect import quiet_stderr
 
     with quiet_stderr():
         mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1)
@@ -108,9 +108,9 @@ def _ours_fps(tracker, frames) -> float:
 def bench(video, model, device, threads, detector, long_frames, repeat):
     """Measure fkp-live: fps vs MediaPipe FaceMesh, fps with outputs, stage times, memory, smoothing."""
     from .cli import process
-    from .sinks import CsvSink, Mp4Sink
-    from .smooth import jitter, lag, smooth_track, synthetic_track
-    from .sources import DemoSource, VideoSource
+    from .io.sinks import CsvSink, Mp4Sink
+    from .track.smooth import jitter, lag, smooth_track, synthetic_track
+    from .io.sources import DemoSource, VideoSource
 
     clip = Path(video) if video else _default_clip()
     if clip is not None:
@@ -171,7 +171,7 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
                    f"(peak {b[1]:.1f}); growth {b[0] - a[0]:+.1f} MiB")
 
     # smoothing: synthetic tracks with known truth, then the model on the clip
-    from .smooth import DEFAULT_STRENGTH
+    from .track.smooth import DEFAULT_STRENGTH
 
     click.echo(f"\n== smoothing (strength {DEFAULT_STRENGTH:g}, the default; jitter = mean frame-to-frame "
                "movement / inter-ocular distance)")
@@ -218,8 +218,8 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
     every point is its mean position in the portrait's own frame pushed through that frame's
     transform, so lag is measured against where the face really is.
     """
-    from .smooth import jitter, lag
-    from .sources import DemoSource, Motion
+    from .track.smooth import jitter, lag
+    from .io.sources import DemoSource, Motion
 
     rng = np.random.default_rng(0)
     result = {}

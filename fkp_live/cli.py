@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .smooth import DEFAULT_STRENGTH as DEFAULT_SMOOTH
+from .track.smooth import DEFAULT_STRENGTH as DEFAULT_SMOOTH
 
 log = logging.getLogger("fkp_live")
 
@@ -82,7 +82,7 @@ class StopFlag:
 def process(source, tracker, *, mp4=None, csv=None, jsonl=None, window=None, layers=frozenset(),
             max_frames=None, stop: StopFlag | None = None, progress=None, on_events=None) -> RunResult:
     """The loop: read, track, draw, write. Each stage's time goes to tracker.timings."""
-    from .draw import draw
+    from .render.draw import draw
 
     res = RunResult()
     timings = tracker.timings
@@ -187,8 +187,8 @@ def _make_tracker(o: dict):
 
     import onnxruntime as ort
 
-    from .detect import quiet_stderr
-    from .pipeline import Tracker
+    from .track.detect import quiet_stderr
+    from .track.tracker import Tracker
 
     quiet = not o["verbose"]
     if quiet:
@@ -264,10 +264,10 @@ def run(camera, video, images, demo, demo_frames, model, device, detector, redet
         raise
     except Exception as e:  # anything else: one line, the traceback only with -v
         from .card import ModelError
-        from .detect import DetectorError
-        from .landmarker import DeviceError
-        from .sinks import SinkError
-        from .sources import SourceError
+        from .track.detect import DetectorError
+        from .track.landmarker import DeviceError
+        from .io.sinks import SinkError
+        from .io.sources import SourceError
 
         if verbose:
             log.exception("details")
@@ -282,9 +282,9 @@ def run(camera, video, images, demo, demo_frames, model, device, detector, redet
 
 
 def _run(o: dict) -> int:
-    from .draw import parse_layers
-    from .sinks import CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
-    from .sources import open_source
+    from .render.draw import parse_layers
+    from .io.sinks import CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
+    from .io.sources import open_source
 
     n_src = sum(x is not None and x is not False for x in (o["camera"], o["video"], o["images"], o["demo"] or None))
     if n_src != 1:

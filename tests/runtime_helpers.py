@@ -80,7 +80,7 @@ def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = No
 
 
 def demo_frames(n=30, **kw):
-    from fkp_live.sources import DemoSource
+    from fkp_live.io.sources import DemoSource
 
     src = DemoSource(frames=n, **kw)
     return [f.image for f in src], src

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from fkp_live.card import ModelCard, ModelError
-from fkp_live.landmarker import Landmarker
+from fkp_live.track.landmarker import Landmarker
 from train import export as ex
 from train.cli import main as fkp_train
 from train.fit import build_model
@@ -144,7 +144,7 @@ def test_corrupt_and_mismatched_models(tiny, tmp_path):
 
 
 def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
-    from fkp_live.landmarker import DeviceError, _gpu_driver_present
+    from fkp_live.track.landmarker import DeviceError, _gpu_driver_present
 
     if _gpu_driver_present():
         pytest.skip("a GPU driver is present")

@@ -27,7 +27,7 @@ def err_line(out: str) -> str:
 
 @pytest.fixture
 def face_video(tmp_path):
-    from fkp_live.sources import DemoSource
+    from fkp_live.io.sources import DemoSource
 
     imgs = [f.image for f in DemoSource(frames=12)]
     return write_video(tmp_path / "face.mp4", imgs, fps=30, audio_seconds=0.4)
@@ -105,7 +105,7 @@ def test_bad_input_one_line_and_exit_code(tmp_path, model_path, face_video, args
 
 
 def test_unreadable_image_in_folder_is_skipped_and_reported(tmp_path, model_path):
-    from fkp_live.sources import DemoSource
+    from fkp_live.io.sources import DemoSource
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -133,7 +133,7 @@ def test_no_face_at_all(tmp_path, model_path):
 
 
 def test_twenty_faces(tmp_path, model_path):
-    from fkp_live.sources import DemoSource
+    from fkp_live.io.sources import DemoSource
 
     imgs = [f.image for f in DemoSource(frames=2, faces=20, tight=True)]
     v = write_video(tmp_path / "crowd.mp4", imgs)
@@ -149,7 +149,7 @@ def test_twenty_faces(tmp_path, model_path):
 
 
 def test_face_leaving_the_frame(tmp_path, model_path):
-    from fkp_live.sources import DemoSource, Motion
+    from fkp_live.io.sources import DemoSource, Motion
 
     src = DemoSource(frames=45, motion=lambda t: Motion(tx=0.0 if t < 0.3 else 900.0 * (t - 0.3)))
     v = write_video(tmp_path / "leave.mp4", [f.image for f in src])
@@ -169,7 +169,7 @@ def test_runtime_never_imports_torch_onnx_or_train():
 
     from runtime_helpers import ROOT
 
-    code = ("import sys, fkp_live, fkp_live.cli, fkp_live.pipeline, fkp_live.bench, fkp_live.sinks, fkp_live.draw; "
+    code = ("import sys, fkp_live, fkp_live.cli, fkp_live.track.tracker, fkp_live.bench, fkp_live.io.sinks, fkp_live.render.draw; "
             "from fkp_live import Tracker; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'train', 'onnx')]; "
             "print(bad); sys.exit(1 if bad else 0)")

@@ -22,7 +22,7 @@ def test_default_model_resolves_and_runs_through_the_tracker():
 
     tr = Tracker(device="cpu")  # model=None: the shipped default
     assert tr.landmarker.onnx_path.resolve() == SHIPPED.resolve()
-    from fkp_live.sources import DemoSource
+    from fkp_live.io.sources import DemoSource
 
     faces = tr(next(iter(DemoSource(frames=1))))
     assert len(faces) == 1 and faces[0].points.shape == (tr.schema.n, 2)
@@ -58,8 +58,8 @@ def test_300w_accuracy_from_detector_crops():
 @needs_data
 def test_tracking_a_real_clip_keeps_one_face_and_is_steady():
     from fkp_live import Tracker
-    from fkp_live.smooth import jitter
-    from fkp_live.sources import VideoSource
+    from fkp_live.track.smooth import jitter
+    from fkp_live.io.sources import VideoSource
 
     tr = Tracker(device="cpu")
     raw, sm, ids = [], [], set()

@@ -13,10 +13,11 @@ import av
 import numpy as np
 import pytest
 
-from fkp_live.pipeline import Face
+from fkp_live.track.tracker import Face
 from fkp_live.crop import Crop
-from fkp_live.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError
-from fkp_live.sources import Frame, VideoSource
+from fkp_live.io.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError
+from fkp_live.frame import Frame
+from fkp_live.io.sources import VideoSource
 from runtime_helpers import ROOT, VIDEOS, model_path, needs_data, write_video  # noqa: F401 (fixture)
 
 

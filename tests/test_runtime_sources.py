@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fkp_live.sources import (CameraSource, DemoSource, ImageFolderSource, SourceError, VideoSource,
-                              to_bgr)
+from fkp_live.frame import to_bgr
+from fkp_live.io.sources import CameraSource, DemoSource, ImageFolderSource, SourceError, VideoSource
 from runtime_helpers import VIDEOS, needs_data, write_video
 
 

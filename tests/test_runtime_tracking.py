@@ -6,10 +6,10 @@ import itertools
 import numpy as np
 import pytest
 
-from fkp_live.pipeline import Face, Tracker
-from fkp_live.smooth import KeypointSmoother, jitter, lag, smooth_track, synthetic_track
-from fkp_live.sources import DemoSource, Motion
-from fkp_live.tracker import match, min_cost_assignment
+from fkp_live.track.tracker import Face, Tracker
+from fkp_live.track.smooth import KeypointSmoother, jitter, lag, smooth_track, synthetic_track
+from fkp_live.io.sources import DemoSource, Motion
+from fkp_live.track.matching import match, min_cost_assignment
 from runtime_helpers import any_model, model_path  # noqa: F401 (fixtures)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fkp_live.card import ModelCard, models_dir
-from fkp_live.landmarker import Landmarker
+from fkp_live.track.landmarker import Landmarker
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

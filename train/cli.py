@@ -72,6 +72,8 @@ def fit_options(f):
         click.option("--optimizer", type=click.Choice(["adam", "adamw"])),
         click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step", "plateau", "none"])),
         click.option("--crop-scale", type=float, help="Crop side / keypoint box side (crop mode)."),
+        click.option("--heatmap-weight", type=float,
+                     help="Weight of the auxiliary Gaussian heatmap loss (heatmap nets; 0 = off)."),
         click.option("--augment", help='JSON overrides of augmentation, e.g. \'{"rotate_deg": 20}\'.'),
         click.option("--net-args", help='JSON keyword arguments for the network, e.g. \'{"width": 0.75}\'.'),
         click.option("--patience", type=int, default=0, show_default=True, help="Early stopping (0 = off)."),
@@ -93,7 +95,7 @@ def fit_options(f):
 @main.command("fit", context_settings=CONTEXT)
 @fit_options
 def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, loss, optimizer,
-                schedule, crop_scale, augment, net_args, patience, seed, resume, stop_after, init,
+                schedule, crop_scale, heatmap_weight, augment, net_args, patience, seed, resume, stop_after, init,
                 skip_bad, limit, threads, workers, device):
     """Train a model. Also runs under `torchrun --nproc_per_node=N -m train.fit ...` (DDP).
 
@@ -105,7 +107,8 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
 
     t = _task_from_options(task, epochs=epochs, batch=batch, lr=lr, net=net, size=size,
                            channels=channels, loss=loss, optimizer=optimizer, schedule=schedule,
-                           crop_scale=crop_scale, augment=augment, net_args=net_args)
+                           crop_scale=crop_scale, heatmap_weight=heatmap_weight, augment=augment,
+                           net_args=net_args)
     cfg = FitConfig(task=t, data=data, out=out, extra=list(extra), seed=seed, patience=patience,
                     resume=resume, stop_after=stop_after, init=init, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
                     device=device)
@@ -450,7 +453,7 @@ def eval_runtime_command(model, data, split, detector):
     count as missed."""
     import numpy as np
 
-    from fkp_live.pipeline import Tracker
+    from fkp_live.track.tracker import Tracker
 
     from . import metrics
     from .datasets import load_split
@@ -489,7 +492,7 @@ def bench_command(models, runs, threads):
     import onnxruntime as ort
 
     from fkp_live.card import ModelCard, models_dir, resolve
-    from fkp_live.landmarker import _gpu_driver_present
+    from fkp_live.track.landmarker import _gpu_driver_present
 
     from . import export as ex
 
@@ -615,7 +618,7 @@ def calibrate_command(task_name, data, crop_scale, split, out, limit):
 
     from fkp_live import schemas
     from fkp_live.crop import crop_from_points, roll_from_eyes
-    from fkp_live.detect import make_detector
+    from fkp_live.track.detect import make_detector
 
     from .datasets import load_split
     from .tasks import get

@@ -119,7 +119,7 @@ def parity(model: nn.Module, onnx_path: Path, card: ModelCard, batch: np.ndarray
 
     `batch` is (B, S, S, C) uint8 crops; both sides normalise them the runtime's way.
     """
-    from fkp_live.landmarker import Landmarker
+    from fkp_live.track.landmarker import Landmarker
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "m.onnx"
@@ -256,7 +256,7 @@ def crops_of(samples, task: Task, limit: int | None = None):
 
 def evaluate_onnx(onnx_path: Path, card: ModelCard, samples, task: Task, device: str = "cpu") -> dict:
     """Metrics of an exported model run through the runtime's wrapper, in image pixels."""
-    from fkp_live.landmarker import Landmarker
+    from fkp_live.track.landmarker import Landmarker
 
     from . import metrics
     from .datasets import to_frame

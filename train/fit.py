@@ -236,6 +236,8 @@ def fit(cfg: FitConfig) -> dict:
                 loss = point_loss + task.presence_weight * pres
             else:
                 loss = point_loss + 0.0 * logit.sum()  # keep every parameter in the graph for DDP
+            if task.heatmap_weight:
+                loss = loss + task.heatmap_weight * losses.heatmap_ce(unwrap(model).heatmaps, pts, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

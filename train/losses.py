@@ -35,6 +35,26 @@ def masked_wing(pred, target, mask, w: float = 0.04, eps: float = 0.008):
     return _masked_mean(loss.sum(-1), mask)
 
 
+def heatmap_ce(logits, target, mask, sigma: float = 1.0):
+    """Cross-entropy between each heatmap's softmax and a Gaussian around its label (DSNT-style).
+
+    `logits` (B, N, h, w), `target` (B, N, 2) fractions of the input, cell centres at (i + 0.5) / w
+    as in the soft-argmax; `sigma` in cells. The coordinate loss alone lets probability spread over
+    the map (soft-argmax only sees its mean, pulled towards the centre by far-off mass); this keeps
+    each map one peak where the point is.
+    """
+    b, n, h, w = logits.shape
+    xs = torch.arange(w, device=logits.device, dtype=logits.dtype) + 0.5
+    ys = torch.arange(h, device=logits.device, dtype=logits.dtype) + 0.5
+    gx = torch.exp(-0.5 * ((xs - target[..., 0:1] * w) / sigma) ** 2)  # (B, N, w)
+    gy = torch.exp(-0.5 * ((ys - target[..., 1:2] * h) / sigma) ** 2)  # (B, N, h)
+    t = gy[..., :, None] * gx[..., None, :]
+    t = t / t.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    logp = torch.log_softmax(logits.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w)
+    ce = -(t * logp).sum(dim=(-2, -1))
+    return _masked_mean(torch.where(mask, ce, torch.zeros_like(ce)), mask)
+
+
 LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing}
 
 

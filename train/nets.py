@@ -228,8 +228,10 @@ class MobileHeatmap(nn.Module):
         y = self.up8(y)
         y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lat4(f4)
         y = self.up4(y)
-        pts = self.decode(self.heat(y))
-        return pts, self.presence(f16).squeeze(1)
+        hm = self.heat(y)
+        if self.training:
+            self.heatmaps = hm  # read by the auxiliary heatmap loss (train.losses.heatmap_ce)
+        return self.decode(hm), self.presence(f16).squeeze(1)
 
 
 NETS = {

@@ -29,6 +29,7 @@ class Task:
     augment: dict = field(default_factory=dict)
     net_args: dict = field(default_factory=dict)
     presence_weight: float = 0.0  # weight of the face-presence loss (needs negatives)
+    heatmap_weight: float = 0.0  # weight of the auxiliary heatmap loss (heatmap nets only)
     points: tuple[int, ...] | None = None  # keep only these source points (e.g. the nose tip)
     # the seeds' two-model Kaggle approach: train on these labels only / on complete rows only
     label_subset: tuple[int, ...] | None = None

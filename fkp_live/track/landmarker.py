@@ -5,11 +5,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from .card import ModelCard, ModelError, resolve
-from .crop import Crop, warp
+from ..card import ModelCard, ModelError, resolve
+from ..crop import Crop, warp
+from ..frame import to_bgr, to_channels
 
 log = logging.getLogger("fkp_live")
 
@@ -133,7 +133,7 @@ class Landmarker:
         batch = np.empty((len(crops), s, s, self.card.channels), dtype=np.uint8)
         for i, c in enumerate(crops):
             # cut first, convert the small crop: cheaper than converting the whole frame
-            w = as_channels(warp(image, c, s), self.card.channels)
+            w = to_channels(to_bgr(warp(image, c, s)), self.card.channels)
             batch[i] = w.reshape(s, s, self.card.channels)
         return self.normalise(batch)
 
@@ -154,19 +154,3 @@ class Landmarker:
             return []
         pts, conf = self.run(self.prepare(image, crops))
         return [Prediction(c.to_frame(p), float(k)) for c, p, k in zip(crops, pts, conf)]
-
-
-def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Any frame (grey, BGR, BGRA) -> the channel count a model wants (uint8)."""
-    if image.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        return image if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    c = image.shape[2]
-    if c == 1:
-        return image[:, :, 0] if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if c == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif c != 3:
-        raise ValueError(f"frames must have 1, 3 or 4 channels, got {c}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if channels == 1 else image

@@ -159,7 +159,7 @@ def synthetic_track(frames: int = 300, points: int = 68, noise: float = 0.01, mo
     """A face shape of `points` points, still or moving like the demo face (translation, roll and
     zoom at 30 fps; `speed` times faster), with Gaussian landmark noise of `noise` x the inter-ocular distance `face`.
     Returns (noisy (T, N, 2), truth (T, N, 2), inter-ocular distance)."""
-    from .sources import smooth_motion
+    from ..io.sources import smooth_motion
 
     rng = np.random.default_rng(seed)
     shape = rng.uniform(-1.2, 1.2, size=(points, 2)) * face

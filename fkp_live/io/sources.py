@@ -19,6 +19,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from ..frame import Frame, to_bgr
+
 log = logging.getLogger("fkp_live")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
@@ -33,39 +35,6 @@ class SourceError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass
-class Frame:
-    index: int
-    pts_seconds: float | None  # presentation time; None for stills
-    image: np.ndarray  # BGR uint8, (H, W, 3), C-contiguous
-    source: str | None = None  # file name, for image folders
-
-
-def to_bgr(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (grey, grey+alpha, BGR, BGRA; 8 or 16 bit, float 0..1) -> BGR uint8."""
-    if image.dtype != np.uint8:
-        if image.dtype == np.uint16:
-            image = (image >> 8).astype(np.uint8)
-        elif image.dtype.kind == "f":
-            image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        elif image.dtype == np.bool_:
-            image = image.astype(np.uint8) * 255
-        else:
-            raise ValueError(f"unsupported image type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    c = image.shape[2]
-    if c == 3:
-        return np.ascontiguousarray(image)
-    if c == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if c == 2:  # grey + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
-    if c == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"unsupported channel count {c}")
 
 
 class Source:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .schemas import Schema
+from ..schemas import Schema
 
 LAYERS = ("points", "contours", "ids", "box", "fps")
 DEFAULT_LAYERS = frozenset({"points", "contours", "ids"})

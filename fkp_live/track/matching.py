@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .crop import Crop
+from ..crop import Crop
 from .smooth import KeypointSmoother
 
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crop import Crop, crop_from_box, crop_from_points, roll_from_eyes
+from ..crop import Crop, crop_from_box, crop_from_points, roll_from_eyes
+from ..frame import Frame, to_bgr
 from .detect import Detection, box_calibration, make_detector
 from .landmarker import Landmarker
+from .matching import IdPool, Track, iou, match
 from .smooth import DEFAULT_STRENGTH, KeypointSmoother
-from .sources import Frame, to_bgr
-from .tracker import IdPool, Track, iou, match
 
 log = logging.getLogger("fkp_live")
 
@@ -107,7 +107,7 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------------
     def __call__(self, frame: Frame | np.ndarray) -> list[Face]:
-        image = frame.image if isinstance(frame, Frame) else _as_bgr(frame)
+        image = frame.image if isinstance(frame, Frame) else to_bgr(frame)
         h, w = image.shape[:2]
         t = self.timings
         self.events = []
@@ -252,12 +252,6 @@ class Tracker:
         close = getattr(self.detector, "close", None)
         if close:
             close()
-
-
-def _as_bgr(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        return image
-    return to_bgr(image)
 
 
 Pipeline = Tracker

@@ -1,0 +1,56 @@
+"""The frame type and the one pixel-format converter; the core depends on nothing else here.
+
+    >>> import numpy as np
+    >>> from fkp_live.frame import Frame, to_bgr
+    >>> Frame(0, 0.0, to_bgr(np.zeros((4, 6), np.uint8))).image.shape
+    (4, 6, 3)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One picture from a source: BGR uint8 (H, W, 3), its index and presentation time."""
+
+    index: int
+    pts_seconds: float | None  # presentation time; None for stills
+    image: np.ndarray  # BGR uint8, (H, W, 3), C-contiguous
+    source: str | None = None  # file name, for image folders
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (grey, grey+alpha, BGR, BGRA; 8 or 16 bit, float 0..1, bool) -> BGR uint8.
+
+    A BGR uint8 image comes back as it is (made C-contiguous), so calling it twice costs nothing.
+    """
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        elif image.dtype.kind == "f":
+            image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        elif image.dtype == np.bool_:
+            image = image.astype(np.uint8) * 255
+        else:
+            raise ValueError(f"unsupported image type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    c = image.shape[2]
+    if c == 3:
+        return np.ascontiguousarray(image)
+    if c == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if c == 2:  # grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if c == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise ValueError(f"unsupported channel count {c}")
+
+
+def to_channels(bgr: np.ndarray, channels: int) -> np.ndarray:
+    """A BGR uint8 image -> what a model takes: grey (H, W) for 1 channel, BGR for 3."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if channels == 1 else bgr
