@@ -1,14 +1,24 @@
-"""fkp-live: real-time facial keypoint tracking through ONNX Runtime."""
-from .card import ModelCard, ModelError
-from .track.landmarker import Landmarker
+"""fkp-live: real-time facial keypoint tracking through ONNX Runtime.
 
-__all__ = ["ModelCard", "ModelError", "Landmarker", "Tracker", "Face"]
+    from fkp_live import Tracker, run
+    tracker = Tracker()                 # shipped default model, best device
+    faces = tracker(frame_bgr)          # list[Face]: id, box, raw and smoothed points, confidence
+
+Everything is imported on first use, so `import fkp_live` (and `fkp-live --help`) stays quick.
+"""
+__all__ = ["ModelCard", "ModelError", "Landmarker", "Tracker", "Face", "run", "RunResult", "Frame"]
 __version__ = "0.1.0"
 
+_WHERE = {
+    "ModelCard": "card", "ModelError": "card", "Landmarker": "track.landmarker",
+    "Tracker": "track.tracker", "Face": "track.tracker", "run": "engine", "RunResult": "engine",
+    "Frame": "frame",
+}
 
-def __getattr__(name):  # keep `import fkp_live` light: the pipeline pulls in mediapipe lazily
-    if name in ("Tracker", "Face"):
-        from .track import tracker
 
-        return getattr(tracker, name)
+def __getattr__(name):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
     raise AttributeError(name)

@@ -30,11 +30,6 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _default_clip() -> Path | None:
-    p = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "d3.mp4"
-    return p if p.exists() else None
-
-
 class _Loop:
     """A source that replays frames (a clip held in memory) for `n` frames."""
 
@@ -61,12 +56,10 @@ class _Loop:
 
 def _tracker(model, device, threads, detector, smooth=None):
     from .track.smooth import DEFAULT_STRENGTH
+    from .track.tracker import Tracker
 
-    smooth = DEFAULT_STRENGTH if smooth is None else smooth
-    from .cli import _make_tracker
-
-    return _make_tracker(dict(model=model, device=device, threads=threads, detector=detector, redetect_every=30,
-                              max_faces=5, no_smooth=not smooth, smooth=smooth, min_confidence=0.5, verbose=0))
+    return Tracker(model=model, device=device, threads=threads, detector=detector,
+                   smooth=DEFAULT_STRENGTH if smooth is None else smooth)
 
 
 def _facemesh_fps(frames) -> float:
@@ -86,18 +79,19 @@ def _facemesh_fps(frames) -> float:
     return len(frames) / dt
 
 
-def _ours_fps(tracker, frames) -> float:
+def _ours_fps(tracker, frames):
+    """Frames in memory through the tracker: (fps, ms per stage)."""
+    from .engine import run
+
     tracker(frames[0])  # warm-up (first detection, ORT allocations)
     tracker.reset()
-    tracker.timings.__init__()
-    t0 = time.perf_counter()
-    for f in frames:
-        tracker(f)
-    return len(frames) / (time.perf_counter() - t0)
+    res = run(frames, tracker)
+    return res.fps, res.ms_per_frame()
 
 
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
-@click.option("--video", metavar="PATH", help="Clip to measure on [default: ../shared/data/videos/d3.mp4, else the demo].")
+@click.argument("clip", required=False, metavar="[VIDEO]")
+@click.option("--video", metavar="PATH", help="The clip to measure on (the same as VIDEO) [default: the built-in demo].")
 @click.option("--model", metavar="NAME|PATH", default=None, help="Model [default: fast, the default model of fkp-live].")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None)
@@ -105,14 +99,18 @@ def _ours_fps(tracker, frames) -> float:
 @click.option("--long", "long_frames", type=int, default=3000, show_default=True,
               help="Frames in the long stream for the memory check.")
 @click.option("--repeat", type=int, default=2, show_default=True, help="Alternate ours/FaceMesh runs; best of.")
-def bench(video, model, device, threads, detector, long_frames, repeat):
-    """Measure fkp-live: fps vs MediaPipe FaceMesh, fps with outputs, stage times, memory, smoothing."""
-    from .cli import process
+def bench(clip, video, model, device, threads, detector, long_frames, repeat):
+    """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
+    outputs, stage times, memory, smoothing."""
+    from .engine import run
     from .io.sinks import CsvSink, Mp4Sink
-    from .track.smooth import jitter, lag, smooth_track, synthetic_track
     from .io.sources import DemoSource, VideoSource
+    from .render.draw import DEFAULT_LAYERS, Overlay
+    from .track.smooth import jitter, lag, smooth_track, synthetic_track
 
-    clip = Path(video) if video else _default_clip()
+    if clip and video and clip != video:
+        raise click.UsageError("give the clip once: VIDEO or --video")
+    clip = Path(clip or video) if (clip or video) else None
     if clip is not None:
         with VideoSource(clip) as src:
             frames = list(src)
@@ -130,8 +128,8 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
 
     ours, mesh = [], []
     for _ in range(max(1, repeat)):  # alternate, so a busy neighbour process hurts both alike
-        ours.append(_ours_fps(tracker, frames))
-        stages = tracker.timings.ms()
+        fps, stages = _ours_fps(tracker, frames)
+        ours.append(fps)
         mesh.append(_facemesh_fps(frames))
     click.echo("\n== fps on frames in memory (no decode, no window, no MP4), best of %d" % len(ours))
     click.echo(f"fkp-live                    {max(ours):8.1f} fps   (runs: {', '.join(f'{x:.0f}' for x in ours)})")
@@ -146,11 +144,10 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
             src = VideoSource(clip) if clip is not None else DemoSource(frames=300)
             with contextlib.ExitStack() as st:
                 st.enter_context(src)
-                mp4 = st.enter_context(Mp4Sink(Path(tmp) / "o.mp4", fps=fps_src,
-                                               audio_from=getattr(src, "path", None))) if outputs else None
-                csv = st.enter_context(CsvSink(Path(tmp) / "o.csv", tr.schema.n)) if outputs else None
-                res = process(src, tr, mp4=mp4, csv=csv, layers=frozenset({"points", "contours", "ids"}))
-            runs[label] = (res.frames / res.seconds, tr.timings.ms())
+                sinks = [st.enter_context(Mp4Sink(Path(tmp) / "o.mp4", fps=fps_src, audio_from=getattr(src, "path", None))),
+                         st.enter_context(CsvSink(Path(tmp) / "o.csv", tr.schema.n))] if outputs else []
+                res = run(src, tr, sinks, overlay=Overlay(tr.schema, DEFAULT_LAYERS))
+            runs[label] = (res.fps, res.ms_per_frame())
         click.echo("\n== fps from the file")
         for label, (fps, ms) in runs.items():
             click.echo(f"{label:<28}{fps:8.1f} fps;  ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
@@ -159,11 +156,11 @@ def bench(video, model, device, threads, detector, long_frames, repeat):
     tr = _tracker(model, device, threads, detector)
     marks = {}
 
-    def progress(res, _fps, _n):
+    def progress(res, _n):
         if res.frames in (100, long_frames):
             marks[res.frames] = (_rss_mib(), _peak_mib())
 
-    process(_Loop(frames, long_frames, fps_src), tr, progress=progress)
+    run(_Loop(frames, long_frames, fps_src), tr, progress=progress)
     a, b = marks.get(100), marks.get(long_frames)
     click.echo(f"\n== memory over {long_frames} frames (clip looped)")
     if a and b:

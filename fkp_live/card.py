@@ -90,6 +90,11 @@ class ModelCard:
                 f"model card {path} names an unknown keypoint schema {card.schema!r}; "
                 f"known: {', '.join(sorted(schemas.SCHEMAS))}"
             )
+        if not isinstance(card.format_version, int) or card.format_version > FORMAT_VERSION:
+            raise ModelError(
+                f"model card {path} has format_version {card.format_version!r}; this fkp-live reads "
+                f"cards up to version {FORMAT_VERSION}: upgrade fkp-live (pip install -U fkp-live)"
+            )
         if card.channels not in (1, 3):
             raise ModelError(f"model card {path}: channels must be 1 or 3, not {card.channels}")
         return card

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -37,107 +34,6 @@ CSV columns: frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1
 Exit status: 0 done, 1 failed while running, 2 bad usage or input, 130 interrupted.
 Ctrl-C (or SIGTERM) stops after the current frame: outputs are finalised and playable.
 """
-
-
-class Interrupted(Exception):
-    pass
-
-
-@dataclass
-class RunResult:
-    frames: int = 0
-    faces: int = 0
-    frames_with_face: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
-    quit: bool = False
-    ids: set = field(default_factory=set)
-
-
-class StopFlag:
-    """Set by the first Ctrl-C / SIGTERM: the loop ends after the frame in hand, so every output is
-    closed properly. A second signal raises KeyboardInterrupt at once (outputs are still closed)."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.signal: int | None = None
-        self._old: dict = {}
-
-    def _handler(self, signum, _frame):
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop, self.signal = True, signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def process(source, tracker, *, mp4=None, csv=None, jsonl=None, window=None, layers=frozenset(),
-            max_frames=None, stop: StopFlag | None = None, progress=None, on_events=None) -> RunResult:
-    """The loop: read, track, draw, write. Each stage's time goes to tracker.timings."""
-    from .render.draw import draw
-
-    res = RunResult()
-    timings = tracker.timings
-    need_image = mp4 is not None or (window is not None and window.enabled)
-    schema = tracker.schema
-    still = source.still
-    fps_ema = None
-    it = iter(source)
-    t_start = time.perf_counter()
-    last = t_start
-    while True:
-        if stop is not None and stop.stop:
-            res.interrupted = True
-            break
-        if max_frames is not None and res.frames >= max_frames:
-            break
-        t0 = time.perf_counter()
-        try:
-            frame = next(it)
-        except StopIteration:
-            break
-        timings.add("decode", time.perf_counter() - t0)
-        if still:
-            tracker.reset()
-        faces = tracker(frame)
-        if on_events is not None and tracker.events:
-            on_events(frame, tracker.events)
-        if need_image:
-            t1 = time.perf_counter()
-            draw(frame.image, faces, schema, layers, fps_ema)
-            timings.add("draw", time.perf_counter() - t1)
-        t2 = time.perf_counter()
-        if mp4 is not None:
-            mp4.write(frame.image, frame.pts_seconds)
-        if csv is not None:
-            csv.write(frame, faces)
-        if jsonl is not None:
-            jsonl.write(frame, faces)
-        if window is not None and not window.show(frame.image):
-            res.quit = True
-        now = time.perf_counter()
-        timings.add("write", now - t2)
-        dt = now - last
-        last = now
-        fps_ema = 1.0 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
-        res.frames += 1
-        res.faces += len(faces)
-        res.frames_with_face += bool(faces)
-        res.ids.update(f.id for f in faces)
-        if progress is not None:
-            progress(res, fps_ema, len(faces))
-        if res.quit:
-            break
-    res.seconds = time.perf_counter() - t_start
-    return res
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,29 +74,6 @@ class FkpCommand(click.Command):
         if standalone_mode:
             sys.exit(rv or 0)
         return rv
-
-
-def _make_tracker(o: dict):
-    """The Tracker, with ONNX Runtime's provider probing kept off the terminal: on a machine
-    without CUDA/TensorRT libraries, device auto tries them first and they print pages of errors."""
-    import io
-
-    import onnxruntime as ort
-
-    from .track.detect import quiet_stderr
-    from .track.tracker import Tracker
-
-    quiet = not o["verbose"]
-    if quiet:
-        ort.set_default_logger_severity(4)
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured), quiet_stderr(quiet and o["device"] == "auto"):
-        tracker = Tracker(model=o["model"], device=o["device"], threads=o["threads"], detector=o["detector"],
-                          redetect_every=o["redetect_every"], max_faces=o["max_faces"],
-                          smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"])
-    if captured.getvalue().strip():
-        log.debug("ONNX Runtime: %s", captured.getvalue().strip())
-    return tracker
 
 
 def _device_line(tracker) -> str:
@@ -282,9 +155,12 @@ def run(camera, video, images, demo, demo_frames, model, device, detector, redet
 
 
 def _run(o: dict) -> int:
-    from .render.draw import parse_layers
+    from .engine import StopFlag
+    from .engine import run as run_frames
     from .io.sinks import CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
     from .io.sources import open_source
+    from .render.draw import Overlay, parse_layers
+    from .track.tracker import Tracker
 
     n_src = sum(x is not None and x is not False for x in (o["camera"], o["video"], o["images"], o["demo"] or None))
     if n_src != 1:
@@ -307,21 +183,24 @@ def _run(o: dict) -> int:
                          demo_frames=o["demo_frames"])
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
-        tracker = _make_tracker(o)
-        stack.callback(tracker.close)
+        tracker = stack.enter_context(Tracker(
+            model=o["model"], device=o["device"], threads=o["threads"], detector=o["detector"],
+            redetect_every=o["redetect_every"], max_faces=o["max_faces"],
+            smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"],
+            quiet=not o["verbose"]))
         log.info(_device_line(tracker))
-        mp4 = csv = jsonl = window = None
+        sinks = []
         if o["output"]:
-            mp4 = stack.enter_context(Mp4Sink(o["output"], fps=source.fps,
-                                              audio_from=source.path if getattr(source, "has_audio", False) else None))
+            sinks.append(stack.enter_context(Mp4Sink(
+                o["output"], fps=source.fps, audio_from=source.path if getattr(source, "has_audio", False) else None)))
         if o["csv"]:
-            csv = stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still))
+            sinks.append(stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still)))
         if o["jsonl"]:
-            jsonl = stack.enter_context(JsonlSink(o["jsonl"]))
+            sinks.append(stack.enter_context(JsonlSink(o["jsonl"])))
         if not o["no_display"]:
             window = stack.enter_context(WindowSink(f"fkp-live: {source.name}"))
-            if not window.enabled:
-                window = None
+            if window.enabled:
+                sinks.append(window)
 
         bar = None
         if not source.live:
@@ -332,12 +211,19 @@ def _run(o: dict) -> int:
                 total = min(total, o["max_frames"]) if total else o["max_frames"]
             bar = stack.enter_context(tqdm(total=total, unit="frame", dynamic_ncols=True, disable=None,
                                            desc=Path(source.name).name, leave=False))
+        t_last = [None, None]  # time of the last frame, frame-rate estimate
 
-        def progress(res, fps, n_faces):
+        def progress(res, n_faces):
             if bar is not None:
+                now = time.perf_counter()
+                if t_last[0] is not None:
+                    dt = max(now - t_last[0], 1e-6)
+                    t_last[1] = 1 / dt if t_last[1] is None else 0.9 * t_last[1] + 0.1 / dt
+                t_last[0] = now
                 bar.update(1)
                 if res.frames % 10 == 0:
-                    bar.set_postfix_str(f"{fps or 0:.0f} fps, {n_faces} face{'s' * (n_faces != 1)}", refresh=False)
+                    bar.set_postfix_str(f"{t_last[1] or 0:.0f} fps, {n_faces} face{'s' * (n_faces != 1)}",
+                                        refresh=False)
 
         warned_crowd = [False]
 
@@ -354,8 +240,8 @@ def _run(o: dict) -> int:
                     log.debug("face %d lost in %s: %s", fid, where, detail)
 
         with StopFlag() as stop:
-            res = process(source, tracker, mp4=mp4, csv=csv, jsonl=jsonl, window=window, layers=layers,
-                          max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
+            res = run_frames(source, tracker, sinks, overlay=Overlay(tracker.schema, layers),
+                             max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
         if bar is not None:
             bar.close()
     # the with-block has closed every output (MP4 finalised) before we report
@@ -366,9 +252,9 @@ def _run(o: dict) -> int:
     return 0
 
 
-def _summary(source, tracker, res: RunResult, o: dict) -> None:
-    fps = res.frames / res.seconds if res.seconds > 0 else 0.0
-    ms = tracker.timings.ms()
+def _summary(source, tracker, res, o: dict) -> None:
+    fps = res.fps
+    ms = res.ms_per_frame()
     stages = " ".join(f"{k} {v:.2f}" for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)

@@ -50,9 +50,6 @@ class Crop:
         m = self.matrix(1)
         return (np.asarray(pts, dtype=np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
-    def corners(self) -> np.ndarray:
-        return self.to_frame(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float32))
-
 
 def roll_from_eyes(eye_l: np.ndarray, eye_r: np.ndarray) -> float:
     d = np.asarray(eye_r, dtype=np.float64) - np.asarray(eye_l, dtype=np.float64)
@@ -113,6 +110,40 @@ def crop_from_box(
     cx = (x0 + x1) / 2 + c * ox - s * oy
     cy = (y0 + y1) / 2 + s * ox + c * oy
     return Crop(cx, cy, max(k * size, 1.0), angle)
+
+
+def box_from_crop(crop: Crop, calibration: tuple[float, float, float]) -> tuple[float, float, float, float]:
+    """The detector box that `crop_from_box` turns into `crop` (its inverse): where a detector
+    should find the face a track is following."""
+    dx, dy, k = calibration
+    size = crop.side / k
+    c, s = math.cos(crop.angle), math.sin(crop.angle)
+    ox, oy = dx * size, dy * size
+    bx = crop.cx - (c * ox - s * oy)
+    by = crop.cy - (s * ox + c * oy)
+    return (bx - size / 2, by - size / 2, bx + size / 2, by + size / 2)
+
+
+# How a detector's box relates to the keypoints' crop when a model card has no calibration for it:
+# (dx, dy, r), the crop centre offset in box sizes and the keypoints' box extent over the detector
+# box size; the crop side is card.crop_scale x r x box size. Measured on 300-W (AFW, HELEN and
+# LFPW training crops, medians over ~500 faces) with this crop convention; a card's own calibration wins.
+DEFAULT_BOX_FIT = {
+    "blazeface": (0.0, 0.06, 0.96),
+    "blazeface-full": (0.0, 0.11, 0.90),
+    "haar": (0.01, 0.16, 0.86),
+}
+
+
+def box_calibration(card, detector_name: str) -> tuple[float, float, float]:
+    """(dx, dy, scale) for `crop_from_box`: the card's own for this detector, else the default fit."""
+    cal = card.box_calibration or {}
+    for key in (detector_name, detector_name.split("-")[0]):
+        if key in cal:
+            dx, dy, k = (float(v) for v in cal[key])
+            return dx, dy, k
+    dx, dy, r = DEFAULT_BOX_FIT.get(detector_name, DEFAULT_BOX_FIT["blazeface"])
+    return dx, dy, card.crop_scale * r
 
 
 def warp(image: np.ndarray, crop: Crop, size: int, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:

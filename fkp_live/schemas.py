@@ -44,11 +44,6 @@ class Schema:
             raise ValueError(f"schema {self.name!r} has no eye corners to normalise by")
         return self._pair(self.ocular, pts)
 
-    def pupil_points(self, pts: np.ndarray) -> np.ndarray:
-        if self.pupils is None:
-            raise ValueError(f"schema {self.name!r} has no eye centres to normalise by")
-        return self._pair(self.pupils, pts)
-
     def eye_centres(self, pts: np.ndarray) -> np.ndarray | None:
         """Image-left and image-right eye centres, used for roll; None if the scheme has none."""
         groups = self.eyes or self.pupils

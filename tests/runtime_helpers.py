@@ -1,43 +1,10 @@
-"""Shared fixtures for the runtime tests (imported by tests/test_runtime_*.py)."""
+"""Helpers for the runtime tests: encode a test video, render demo frames."""
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-import fake_model
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-VIDEOS = DATA / "videos"
-SHIPPED = ROOT / "models" / "ibug68.int8.onnx"  # the default on a CPU (`fast`)
-
-needs_data = pytest.mark.skipif(
-    not VIDEOS.is_dir(), reason=f"shared test data not found at {DATA} (only present in CI / dev checkouts)")
-needs_shipped_model = pytest.mark.skipif(
-    not (SHIPPED.exists() and SHIPPED.with_suffix(".json").exists()),
-    reason="the shipped default models/ibug68.int8.onnx + .json is not there yet (accuracy tests wait for it)")
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory) -> Path:
-    """A small real ONNX model + card (see fake_model)."""
-    return fake_model.build(tmp_path_factory.mktemp("model"))
-
-
-def model_params():
-    """The models plumbing tests run against: the stand-in always, the shipped one when present."""
-    ids = ["fake"]
-    if SHIPPED.exists() and SHIPPED.with_suffix(".json").exists():
-        ids.append("shipped")
-    return ids
-
-
-@pytest.fixture(params=model_params())
-def any_model(request, model_path) -> str:
-    return str(model_path) if request.param == "fake" else str(SHIPPED)
 
 
 def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = None, time_base=None):

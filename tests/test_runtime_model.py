@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime_helpers import DATA, SHIPPED, VIDEOS, needs_data, needs_shipped_model
+from conftest import DATA, SHIPPED, VIDEOS, needs_data, needs_shipped_model
 
 pytestmark = [needs_shipped_model]
 
 
-def _read_pts(path):
-    body = path.read_text().split("{")[1].split("}")[0].split()
-    return np.array(body, float).reshape(-1, 2) - 1.0  # 1-based -> 0-based pixel centres
-
-
-@needs_data
 def test_default_model_resolves_and_runs_through_the_tracker():
     from fkp_live import Tracker
 
@@ -34,6 +28,7 @@ def test_300w_accuracy_from_detector_crops():
     import cv2
 
     from fkp_live import Tracker
+    from train.data.ibug import read_pts
 
     tr = Tracker(device="cpu", smooth=None)
     files = sorted((DATA / "300w" / "afw").glob("*.pts"))[:120]
@@ -42,7 +37,7 @@ def test_300w_accuracy_from_detector_crops():
         img = cv2.imread(str(p.with_suffix(".jpg")))
         if img is None:
             continue
-        gt = _read_pts(p)
+        gt = read_pts(p)
         tr.reset()
         faces = tr(img)
         if not faces:

@@ -18,7 +18,8 @@ from fkp_live.crop import Crop
 from fkp_live.io.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError
 from fkp_live.frame import Frame
 from fkp_live.io.sources import VideoSource
-from runtime_helpers import ROOT, VIDEOS, model_path, needs_data, write_video  # noqa: F401 (fixture)
+from conftest import ROOT, VIDEOS, needs_data
+from runtime_helpers import write_video
 
 
 def _decode(path):
@@ -33,7 +34,7 @@ def test_mp4_frames_rate_timestamps_and_odd_size(tmp_path):
     times = [i / 25 for i in range(30)] + [1.2 + 0.1 * i for i in range(15)]  # a gap: kept as is
     with Mp4Sink(out, fps=25) as sink:
         for i, t in enumerate(times):
-            sink.write(np.full((481, 641, 3), (i * 5) % 256, np.uint8), t)
+            sink.write(Frame(i, t, np.full((481, 641, 3), (i * 5) % 256, np.uint8)), [])
     frames, v, kinds = _decode(out)
     assert kinds == ["video"]
     assert len(frames) == 45
@@ -47,8 +48,8 @@ def test_mp4_frames_rate_timestamps_and_odd_size(tmp_path):
 def test_mp4_letterboxes_frames_of_another_size(tmp_path):
     out = tmp_path / "o.mp4"
     with Mp4Sink(out, fps=10) as sink:
-        sink.write(np.full((100, 200, 3), 255, np.uint8))
-        sink.write(np.full((300, 100, 3), 255, np.uint8))
+        sink.write(Frame(0, None, np.full((100, 200, 3), 255, np.uint8)), [])
+        sink.write(Frame(1, None, np.full((300, 100, 3), 255, np.uint8)), [])
     frames, v, _ = _decode(out)
     assert len(frames) == 2 and frames[1][1].shape == (100, 200, 3)
     assert frames[1][1][50, 100].mean() > 200 and frames[1][1][50, 5].mean() < 30
@@ -61,7 +62,7 @@ def test_mp4_copies_the_source_audio(tmp_path):
     with VideoSource(src_path) as src, Mp4Sink(out, fps=src.fps, audio_from=src.path) as sink:
         assert src.has_audio
         for f in src:
-            sink.write(f.image, f.pts_seconds)
+            sink.write(f, [])
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
         a = c.streams.audio[0]
@@ -79,7 +80,7 @@ def test_mp4_keeps_a_real_clips_audio_and_rate(tmp_path):
         for f in src:
             if f.index == 60:
                 break
-            sink.write(f.image, f.pts_seconds)
+            sink.write(f, [])
     with av.open(str(out)) as c:
         assert {s.type for s in c.streams} == {"video", "audio"}
         v = c.streams.video[0]

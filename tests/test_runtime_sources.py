@@ -10,7 +10,8 @@ import pytest
 
 from fkp_live.frame import to_bgr
 from fkp_live.io.sources import CameraSource, DemoSource, ImageFolderSource, SourceError, VideoSource
-from runtime_helpers import VIDEOS, needs_data, write_video
+from conftest import VIDEOS, needs_data
+from runtime_helpers import write_video
 
 
 def test_video_timestamps_come_from_the_stream(tmp_path):

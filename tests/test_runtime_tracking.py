@@ -10,7 +10,6 @@ from fkp_live.track.tracker import Face, Tracker
 from fkp_live.track.smooth import KeypointSmoother, jitter, lag, smooth_track, synthetic_track
 from fkp_live.io.sources import DemoSource, Motion
 from fkp_live.track.matching import match, min_cost_assignment
-from runtime_helpers import any_model, model_path  # noqa: F401 (fixtures)
 
 
 # ---------------------------------------------------------------------------------- assignment
@@ -56,6 +55,27 @@ def test_moving_face_lags_at_most_one_frame(speed):
     out = smooth_track(noisy, iod, strength=1.0)
     assert abs(lag(out[30:], truth[30:])) <= 1.0
     assert np.abs(out[30:] - truth[30:]).mean() <= np.abs(noisy[30:] - truth[30:]).mean()
+
+
+def test_process_noise_is_filterpys():
+    from filterpy.common import Q_discrete_white_noise
+
+    from fkp_live.track.smooth import _accel_var, process_noise
+
+    for strength in (0.5, 1.0, 4.0):
+        q = Q_discrete_white_noise(dim=2, dt=1.0, var=_accel_var(strength))
+        np.testing.assert_allclose(process_noise(strength), (q[0, 0], q[0, 1], q[1, 1]), rtol=1e-12)
+
+
+def test_smoothing_on_or_off_never_imports_filterpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from fkp_live.track.smooth import KeypointSmoother; "
+            "s = KeypointSmoother(4.0); [s(np.ones((68, 2)) * i, 30.0) for i in range(3)]; "
+            "print('filterpy' in sys.modules, 'scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_lag_measure_detects_a_delay():
@@ -149,8 +169,9 @@ def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
 def test_no_face_detects_every_frame_and_returns_nothing(model_path):
     tr = Tracker(model=str(model_path), device="cpu", detector="blazeface")
     blank = np.full((240, 320, 3), 90, np.uint8)
-    assert all(tr(blank) == [] for _ in range(3))
-    assert tr.timings.frames == 3
+    for _ in range(3):
+        t = tr.track(blank)
+        assert t.faces == [] and "detect" in t.seconds  # the detector ran on every faceless frame
 
 
 def test_face_leaving_the_frame_is_dropped_and_a_new_one_gets_a_new_id(model_path):
@@ -163,9 +184,9 @@ def test_face_leaving_the_frame_is_dropped_and_a_new_one_gets_a_new_id(model_pat
     tr = Tracker(model=str(model_path), device="cpu", detector="blazeface", redetect_every=5)
     per_frame, lost = [], []
     for f in src:
-        faces = tr(f)
-        per_frame.append([x.id for x in faces])
-        lost += [e for e in tr.events if e[0] == "lost"]
+        t = tr.track(f)
+        per_frame.append([x.id for x in t.faces])
+        lost += [e for e in t.events if e.kind == "lost"]
     assert per_frame[0] == [0] and per_frame[25] == [0]
     assert per_frame[65] == []  # gone (frame 65: the portrait is off the canvas)
     assert lost and lost[0][1] == 0
@@ -178,9 +199,9 @@ def test_twenty_faces_batch_and_max_faces(model_path):
     faces = tr(next(iter(src)))
     assert len(faces) == 20 and len({f.id for f in faces}) == 20
     few = Tracker(model=str(model_path), device="cpu", detector="haar", max_faces=5)
-    faces = few(next(iter(src)))
-    assert len(faces) == 5
-    assert ("crowd", None, 20) in few.events
+    t = few.track(next(iter(src)))
+    assert len(t.faces) == 5
+    assert ("crowd", None, 20) in t.events
 
 
 def test_tracker_accepts_any_image_layout(model_path):

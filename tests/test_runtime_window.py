@@ -48,7 +48,9 @@ def test_window_opens_and_key_quits(display, tmp_path, key):
     try:
         win = _window(env)
         assert win, "no fkp-live window appeared"
-        time.sleep(1.0)
+        end = time.time() + 30  # let it run a while (a slow machine may take seconds to start)
+        while time.time() < end and (not csv.exists() or len(csv.read_text().splitlines()) < 30):
+            time.sleep(0.2)
         subprocess.run(["xdotool", "key", "--window", win, key], env=env, check=True)
         out, _ = p.communicate(timeout=30)
     finally:

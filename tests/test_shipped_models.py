@@ -1,14 +1,11 @@
 """Every shipped model loads, matches its card, and finds the points of held-out real faces."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fkp_live.card import ModelCard, models_dir
 from fkp_live.track.landmarker import Landmarker
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from conftest import DATA, ROOT
 SHIPPED = sorted(p.stem for p in (ROOT / "models").glob("*.onnx"))
 # (task whose data and crop convention the model was trained with, dataset, split, NME limit)
 HELD_OUT = {

@@ -1,8 +1,18 @@
 """Where results go: an annotated MP4, a CSV or JSON Lines file, a window.
 
-Every sink checks its path when it is created (before any frame is processed) and is a context
-manager whose exit always leaves a complete file: the MP4 is finalised (playable) and the text
-files hold every frame written so far, whether the run ended, failed or was interrupted.
+Every sink is a `Sink`: `write(frame, faces)` for each frame, and a context manager whose exit
+always leaves a complete file: the MP4 is finalised (playable) and the text files hold every frame
+written so far, whether the run ended, failed or was interrupted. Each checks its path when it is
+created, before any frame is processed. Sinks that show pictures (`picture = True`: MP4, window)
+are given frames whose image already carries the overlay; the others get the frame as decoded.
+
+    >>> import numpy as np, tempfile, os
+    >>> from fkp_live.frame import Frame
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.csv")
+    >>> with CsvSink(path, n_points=68) as sink:
+    ...     sink.write(Frame(0, 0.0, np.zeros((8, 8, 3), np.uint8)), [])
+    >>> open(path).read().splitlines()[1][:20]
+    '0,0.000,-1,0.000,0,,'
 """
 from __future__ import annotations
 
@@ -47,12 +57,32 @@ def _open_text(path: Path, what: str):
 
 
 # ----------------------------------------------------------------------------------------------
-class Mp4Sink:
+class Sink:
+    """Base of every output: `write(frame, faces)`; closing (also on error) finalises the file."""
+
+    picture = False  # True: wants frames with the overlay drawn (the run engine draws it once)
+    stop_requested = False  # set by a sink that asks the run to end (a window closed by the user)
+
+    def write(self, frame, faces) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Mp4Sink(Sink):
     """H.264 (libx264, yuv420p) MP4 at the source's frame rate and timestamps, with the source's
     audio stream copied (not re-encoded) alongside. Frame sizes are made even by padding; frames of
     another size than the first (image folders) are letterboxed to it."""
 
     TIME_BASE = Fraction(1, 90000)
+    picture = True
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
                  crf: int = 20, preset: str = "veryfast", what: str = "--output"):
@@ -124,7 +154,11 @@ class Mp4Sink:
             image = cv2.copyMakeBorder(image, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
         return image
 
-    def write(self, image: np.ndarray, pts_seconds: float | None = None) -> None:
+    def write(self, frame, faces=()) -> None:
+        """Encode `frame.image` at `frame.pts_seconds` (the faces are already drawn on it)."""
+        self.write_image(frame.image, frame.pts_seconds)
+
+    def write_image(self, image: np.ndarray, pts_seconds: float | None = None) -> None:
         import av
 
         if self._video is None:
@@ -191,15 +225,9 @@ class Mp4Sink:
                 except OSError:
                     pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 # ----------------------------------------------------------------------------------------------
-class _TextSink:
+class _TextSink(Sink):
     """A text file written line by line; closing it (also on error) keeps what was written."""
 
     def __init__(self, path: str | os.PathLike, what: str):
@@ -209,12 +237,6 @@ class _TextSink:
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class CsvSink(_TextSink):
@@ -235,7 +257,6 @@ class CsvSink(_TextSink):
         self._f.write(",".join(cols) + "\n")
         self._f.flush()
         self._empty = "," * (2 * self.n)
-        self.rows = 0
 
     def write(self, frame, faces) -> None:
         ts = "" if frame.pts_seconds is None else f"{frame.pts_seconds:.3f}"
@@ -251,7 +272,6 @@ class CsvSink(_TextSink):
             lines.append(f"{frame.index},{ts},-1,0.000,0{self._empty}{tail}\n")
         self._f.write("".join(lines))
         self._f.flush()
-        self.rows += len(lines)
 
 
 
@@ -288,8 +308,10 @@ def display_available() -> bool:
     return True
 
 
-class WindowSink:
+class WindowSink(Sink):
     """A live window (cv2.imshow); q or Esc, or closing the window, asks to stop."""
+
+    picture = True
 
     def __init__(self, title: str = "fkp-live"):
         self.title = title
@@ -302,6 +324,10 @@ class WindowSink:
         except cv2.error as e:
             log.warning("cannot open a window (%s); going on without one", str(e).strip().splitlines()[-1])
             self.enabled = False
+
+    def write(self, frame, faces=()) -> None:
+        if not self.show(frame.image):
+            self.stop_requested = True
 
     def show(self, image: np.ndarray) -> bool:
         """Show a frame; False when the user asked to quit."""
@@ -322,9 +348,3 @@ class WindowSink:
                 cv2.destroyWindow(self.title)
             except cv2.error:
                 pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -12,7 +12,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -93,7 +92,6 @@ class VideoSource(Source):
         self.size = (cc.width, cc.height)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
-        self.rate = Fraction(rate) if rate else None
         self.time_base = self._stream.time_base
         n = self._stream.frames
         if not n and self._stream.duration and self.time_base and self.fps:

@@ -1,5 +1,19 @@
-"""The overlay: keypoints, contours (the schema's lines), face ids, boxes and fps, drawn in place."""
+"""The overlay: keypoints, contours (the schema's lines), face ids, boxes and fps.
+
+`Overlay(schema, layers)(frame, faces)` returns a new frame with the overlay drawn on a copy, so
+the decoded frame other sinks read is never touched; `draw()` draws in place on an image.
+
+    >>> import numpy as np
+    >>> from fkp_live.frame import Frame
+    >>> from fkp_live.schemas import IBUG68
+    >>> f = Frame(0, 0.0, np.zeros((64, 64, 3), np.uint8))
+    >>> Overlay(IBUG68)(f, []).image is f.image
+    False
+"""
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import cv2
 import numpy as np
@@ -60,3 +74,23 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         cv2.putText(image, f"{fps:.0f} fps", (8 * th, 22 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * th,
                     (255, 255, 255), th, cv2.LINE_AA)
     return image
+
+
+class Overlay:
+    """Draws `layers` for every frame on a copy of it; keeps its own frame-rate estimate for 'fps'."""
+
+    def __init__(self, schema: Schema, layers=DEFAULT_LAYERS):
+        self.schema = schema
+        self.layers = frozenset(layers)
+        self._fps: float | None = None
+        self._last: float | None = None
+
+    def __call__(self, frame, faces):
+        now = time.perf_counter()
+        if self._last is not None:
+            dt = max(now - self._last, 1e-6)
+            self._fps = 1.0 / dt if self._fps is None else 0.9 * self._fps + 0.1 / dt
+        self._last = now
+        image = frame.image.copy()
+        draw(image, faces, self.schema, self.layers, self._fps)
+        return dataclasses.replace(frame, image=image)

@@ -154,24 +154,3 @@ def make_detector(name: str = "auto", min_score: float = 0.5):
             log.warning("%s; falling back to the Haar detector", e)
             return HaarDetector()
     raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-
-
-# How a detector's box relates to the keypoints' crop when a model card has no calibration for it:
-# (dx, dy, r), the crop centre offset in box sizes and the keypoints' box extent over the detector
-# box size; the crop side is card.crop_scale x r x box size. Measured on 300-W (AFW, HELEN and
-# LFPW training crops, medians over ~500 faces) with fkp_live's crop convention; a card's own calibration wins.
-DEFAULT_BOX_FIT = {
-    "blazeface": (0.0, 0.06, 0.96),
-    "blazeface-full": (0.0, 0.11, 0.90),
-    "haar": (0.01, 0.16, 0.86),
-}
-
-
-def box_calibration(card, detector_name: str) -> tuple[float, float, float]:
-    cal = card.box_calibration or {}
-    for key in (detector_name, detector_name.split("-")[0]):
-        if key in cal:
-            dx, dy, k = (float(v) for v in cal[key])
-            return dx, dy, k
-    dx, dy, r = DEFAULT_BOX_FIT.get(detector_name, DEFAULT_BOX_FIT["blazeface"])
-    return dx, dy, card.crop_scale * r

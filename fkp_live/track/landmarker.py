@@ -1,9 +1,10 @@
 """Keypoint inference through ONNX Runtime, driven entirely by the model card."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,12 +36,10 @@ def _gpu_driver_present() -> bool:
         return False
 
 
-def _session(path_for, device: str, threads: int | None):
-    """The first execution provider that loads -> (session, device). `path_for(device)` names the
-    file for each device tried (an alias's FP16 file for a GPU, its INT8 file for the CPU)."""
+def _session(paths: dict[str, str], device: str, threads: int | None):
+    """The first execution provider that loads -> (session, device). `paths[device]` is the file
+    for each device tried (an alias's FP16 file for a GPU, its INT8 file for the CPU)."""
     import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -49,17 +48,17 @@ def _session(path_for, device: str, threads: int | None):
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     available = ort.get_available_providers()
+    if device not in ("auto", *_PROVIDERS):
+        raise DeviceError(f"device must be auto, cpu, cuda or tensorrt, not {device!r}")
     # auto: GPU providers only where a driver exists; ONNX Runtime lists them whenever the
     # onnxruntime-gpu wheel is installed and prints pages of errors when they fail to load
     order = (["tensorrt", "cuda", "cpu"] if _gpu_driver_present() else ["cpu"]) if device == "auto" else [device]
-    if device not in ("auto", *_PROVIDERS):
-        raise DeviceError(f"--device must be auto, cpu, cuda or tensorrt, not {device!r}")
     last_err = None
     for dev in order:
         wanted = _PROVIDERS[dev]
         if wanted[0] not in available:
             continue
-        path = path_for(dev)
+        path = paths[dev]
         try:
             sess = ort.InferenceSession(path, sess_options=opts, providers=wanted)
         except Exception as e:  # a provider listed but its libraries missing, a bad file
@@ -72,30 +71,57 @@ def _session(path_for, device: str, threads: int | None):
             return sess, dev
         last_err = RuntimeError(f"{wanted[0]} could not be loaded (CUDA/TensorRT libraries missing?)")
     if device == "auto":
-        raise DeviceError(f"no ONNX Runtime execution provider could load {path_for('cpu')}: {last_err}")
+        raise DeviceError(f"no ONNX Runtime execution provider could load {paths['cpu']}: {last_err}")
     raise DeviceError(
-        f"--device {device}: {last_err or _PROVIDERS[device][0] + ' is not available'}; "
-        "use --device cpu or --device auto"
+        f"device {device}: {last_err or _PROVIDERS[device][0] + ' is not available'}; "
+        "use the cpu or auto device"
     )
 
 
-@dataclass
-class Prediction:
-    points: np.ndarray  # (N, 2) frame pixels
-    confidence: float
+@contextlib.contextmanager
+def _quiet_probe(enabled: bool):
+    """Keep ONNX Runtime's provider probing off the terminal: on a machine without CUDA/TensorRT
+    libraries, trying them prints pages of errors (stdout, and fd 2 from native code)."""
+    if not enabled:
+        yield
+        return
+    import onnxruntime as ort
+
+    from .detect import quiet_stderr
+
+    ort.set_default_logger_severity(4)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), quiet_stderr():
+            yield
+    finally:
+        ort.set_default_logger_severity(3)
+        if captured.getvalue().strip():
+            log.debug("ONNX Runtime: %s", captured.getvalue().strip())
 
 
 class Landmarker:
-    """Load a model (shipped name or .onnx path) and its card; run batches of crops."""
+    """An ONNX keypoint model and its card: batches of crops in, keypoints (crop fractions) out.
+
+        >>> import numpy as np
+        >>> from fkp_live.crop import Crop
+        >>> lm = Landmarker("fast", device="cpu")
+        >>> pts, conf = lm.run(lm.prepare(np.zeros((200, 200, 3), np.uint8), [Crop(100, 100, 120)]))
+        >>> pts.shape, conf.shape
+        ((1, 68, 2), (1,))
+
+    `model`: an alias, a shipped model's name or an .onnx path (its card NAME.json beside it).
+    Every card the device choice may need is read once, before any session is made.
+    """
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
-                 threads: int | None = None):
-        def path_for(dev: str) -> str:
-            return str(resolve(model, gpu=dev != "cpu")[0])
-
-        self.session, self.device = _session(path_for, device, threads)
-        self.onnx_path, card_path = resolve(model, gpu=self.device != "cpu")
-        self.card = ModelCard.load(card_path)
+                 threads: int | None = None, quiet: bool = True):
+        paths = {dev: resolve(model, gpu=dev != "cpu") for dev in ("cpu", "cuda", "tensorrt")}
+        cards = {card: ModelCard.load(card) for _, card in {p[1]: p for p in paths.values()}.values()}
+        with _quiet_probe(quiet and device == "auto"):
+            self.session, self.device = _session({d: str(p[0]) for d, p in paths.items()}, device, threads)
+        self.onnx_path, card_path = paths[self.device]
+        self.card = cards[card_path]
         self.schema = self.card.keypoints
         inp = self.session.get_inputs()[0]
         shape = inp.shape
@@ -148,9 +174,3 @@ class Landmarker:
         pts = out[0].reshape(len(batch), self.schema.n, 2)
         conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
         return pts, conf
-
-    def __call__(self, image: np.ndarray, crops: list[Crop]) -> list[Prediction]:
-        if not crops:
-            return []
-        pts, conf = self.run(self.prepare(image, crops))
-        return [Prediction(c.to_frame(p), float(k)) for c, p, k in zip(crops, pts, conf)]

@@ -7,7 +7,7 @@ whose box overlaps an older track's is dropped, so two visible faces never swap 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -90,13 +90,11 @@ def match(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float = 0.3) 
 class Track:
     id: int
     crop: Crop  # where to look in the next frame
-    smoother: KeypointSmoother
+    smoother: KeypointSmoother | None  # None: smoothing off
     points: np.ndarray | None = None  # last raw keypoints
     smoothed: np.ndarray | None = None
     confidence: float = 0.0
-    age: int = 0  # frames tracked
     born: int = 0  # frame index of its first detection
-    extra: dict = field(default_factory=dict)
 
 
 class IdPool:

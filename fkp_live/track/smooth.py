@@ -1,6 +1,6 @@
 """Kalman smoothing of a face's keypoints, in units of the face's size.
 
-One constant-velocity Kalman filter (filterpy) models ONE coordinate; every coordinate of the face
+One constant-velocity Kalman filter models ONE coordinate; every coordinate of the face
 shares its covariance and therefore its gain, so the whole (2, 2N) state is updated as a vector
 with that gain. A full 2N-dimensional filter would cost O(N^3) per frame for the same answer,
 since all coordinates have the same motion model and noise.
@@ -37,42 +37,50 @@ def _accel_var(strength: float) -> float:
     return 10.0 ** (-6.0 - strength)
 
 
+def process_noise(strength: float) -> tuple[float, float, float]:
+    """(Q00, Q01, Q11) of the constant-velocity model, dt = 1 frame: a white-noise acceleration of
+    variance `_accel_var(strength)`, what filterpy's Q_discrete_white_noise(2, 1, var) gives."""
+    var = _accel_var(strength)
+    return 0.25 * var, 0.5 * var, var
+
+
 class KeypointSmoother:
+    """Smooth one face's keypoints frame by frame: `smoother(points (N, 2), scale_px) -> (N, 2)`.
+
+        >>> import numpy as np
+        >>> sm = KeypointSmoother(4.0)
+        >>> still = np.array([[10.0, 20.0], [30.0, 20.0], [20.0, 35.0]])
+        >>> out = [sm(still + np.random.default_rng(i).normal(0, 0.5, still.shape), 20.0) for i in range(30)]
+        >>> float(np.abs(out[-1] - still).max()) < 0.5
+        True
+    """
+
     def __init__(self, strength: float = 1.0, noise: float = 0.02, gate: float = 4.0, jump: float = 0.5,
                  adapt: float = 0.05):
-        if strength < 0:
+        if not strength >= 0:  # also NaN
             raise ValueError(f"smoothing strength must be >= 0, not {strength}")
         self.strength = float(strength)
         self.noise0 = float(noise)  # prior landmark noise (face scales) until measured
         self.gate = float(gate)
         self.jump = float(jump)
         self.adapt = float(adapt)
-        # filterpy (and SciPy under it) load here, not at import: `fkp-live --help` stays quick
-        from filterpy.common import Q_discrete_white_noise
-        from filterpy.kalman import KalmanFilter
-
-        self._kf = KalmanFilter(dim_x=2, dim_z=1)  # ONE coordinate, in face-scale units
-        self._kf.F = np.array([[1.0, 1.0], [0.0, 1.0]])
-        self._kf.H = np.array([[1.0, 0.0]])
-        self._kf.Q = Q_discrete_white_noise(dim=2, dt=1.0, var=_accel_var(self.strength))
+        # the per-frame predict/update of the shared 2x2 covariance is a handful of float
+        # operations below, the same equations as filterpy's KalmanFilter (Joseph form); importing
+        # filterpy (and SciPy under it) would cost a second on the first frame
+        self._q = process_noise(self.strength)
         self._state: np.ndarray | None = None  # (2, M): positions and velocities, pixels
+        self._k = (0.0, 0.0)
         self.reset()
 
     def reset(self) -> None:
         self._state = None
         self._noise_var = self.noise0 ** 2
-        self._kf.x = np.zeros((2, 1))
-        self._kf.R = np.array([[self._noise_var]])
-        self._kf.P = np.diag([self._noise_var, self._noise_var])
+        self._p = (self._noise_var, 0.0, self._noise_var)  # P00, P01 (= P10), P11
 
     @property
     def gain(self) -> np.ndarray:
-        return self._kf.K.ravel().copy()
-
-    @property
-    def noise(self) -> float:
-        """The landmark noise measured so far, in face scales."""
-        return math.sqrt(self._noise_var)
+        """The Kalman gain (position, velocity) of the last update."""
+        return np.array(self._k)
 
     def __call__(self, points: np.ndarray, scale: float) -> np.ndarray:
         """Raw (N, 2) keypoints and the face scale in pixels -> smoothed (N, 2) keypoints."""
@@ -82,45 +90,46 @@ class KeypointSmoother:
         s = max(float(scale), 1e-6)
         if self._state is None or self._state.shape[1] != z.size:
             return self._restart(z)
-        kf = self._kf
-        x = kf.F @ self._state  # predict, every coordinate at once
-        kf.predict()
-        innov = (z - x[0]).reshape(-1, 2) / s  # face-scale units from here on
+        st = self._state
+        x0 = st[0] + st[1]  # predicted positions (constant velocity), every coordinate at once
+        p00, p01, p11 = self._p
+        q00, q01, q11 = self._q
+        p00, p01, p11 = p00 + 2 * p01 + p11 + q00, p01 + p11 + q01, p11 + q11  # F P F' + Q
+        innov = (z - x0).reshape(-1, 2) / s  # face-scale units from here on
         n = len(innov)
         mean = innov.mean(axis=0)
-        spread = innov - mean
         if float(np.median(np.abs(innov))) > self.jump:
             return self._restart(z)
-        pvar = float(kf.P[0, 0])
         if n > 2:
             # Landmark noise is incoherent across points while head motion moves them together, so
             # the residual around the mean innovation measures the noise (minus the prediction's
             # own uncertainty) and the mean innovation measures unpredicted motion.
-            r = float(np.mean(spread ** 2)) * n / (n - 1) - pvar
+            spread = innov - mean
+            r = float(np.mean(spread ** 2)) * n / (n - 1) - p00
             r = min(max(r, 1e-8), 4 * self._noise_var + 1e-6)
             self._noise_var += self.adapt * (r - self._noise_var)
-            kf.R[0, 0] = self._noise_var
-            nu = float(np.linalg.norm(mean)) / math.sqrt((pvar + self._noise_var) / n)
+            nu = float(np.hypot(mean[0], mean[1])) / math.sqrt((p00 + self._noise_var) / n)
             if nu > self.gate:
                 # moving faster than predicted: widen the shared uncertainty so the face is followed
-                kf.P = kf.P * (nu / self.gate) ** 2
-        # filterpy computes the shared gain; its own 1-D state stays at zero (z = 0 keeps it there)
-        kf.update(np.zeros(1))
-        self._state = x + kf.K @ (innov.reshape(1, -1) * s)
+                f = (nu / self.gate) ** 2
+                p00, p01, p11 = p00 * f, p01 * f, p11 * f
+        r = self._noise_var
+        sv = p00 + r
+        k0, k1 = p00 / sv, p01 / sv
+        # Joseph form: P = (I - KH) P (I - KH)' + K R K'
+        a00, a01 = (1 - k0) * p00, (1 - k0) * p01
+        a10, a11 = p01 - k1 * p00, p11 - k1 * p01
+        self._p = (a00 * (1 - k0) + r * k0 * k0, -a00 * k1 + a01 + r * k0 * k1, -a10 * k1 + a11 + r * k1 * k1)
+        self._k = (k0, k1)
+        dz = z - x0
+        self._state = np.stack([x0 + k0 * dz, st[1] + k1 * dz])
         return self._state[0].reshape(-1, 2).astype(np.float32)
-
-    def predicted(self) -> np.ndarray | None:
-        """Where the filter expects the points in the next frame (N, 2), None before any."""
-        if self._state is None:
-            return None
-        return (self._state[0] + self._state[1]).reshape(-1, 2).astype(np.float32)
 
     def _restart(self, z: np.ndarray) -> np.ndarray:
         noise = self._noise_var
         self.reset()
-        if self._state is None and noise != self.noise0 ** 2:
+        if noise != self.noise0 ** 2:
             self._noise_var = noise  # keep the measured noise level across a reset
-            self._kf.R[0, 0] = noise
         self._state = np.vstack([z, np.zeros_like(z)])
         return z.reshape(-1, 2).astype(np.float32)
 
@@ -159,7 +168,7 @@ def synthetic_track(frames: int = 300, points: int = 68, noise: float = 0.01, mo
     """A face shape of `points` points, still or moving like the demo face (translation, roll and
     zoom at 30 fps; `speed` times faster), with Gaussian landmark noise of `noise` x the inter-ocular distance `face`.
     Returns (noisy (T, N, 2), truth (T, N, 2), inter-ocular distance)."""
-    from ..io.sources import smooth_motion
+    from ..io.sources import smooth_motion  # the demo's path
 
     rng = np.random.default_rng(seed)
     shape = rng.uniform(-1.2, 1.2, size=(points, 2)) * face

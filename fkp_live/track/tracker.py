@@ -1,77 +1,99 @@
-"""The per-frame pipeline: detect when needed, crop, one batched inference, smooth.
+"""The tracker: detect when needed, crop, one batched inference, smooth; faces keep their ids.
 
-    from fkp_live import Tracker
-    tracker = Tracker()                  # the shipped default model, best device
-    for frame in frames:                 # BGR (or grey/BGRA) uint8 images, or sources.Frame
-        for face in tracker(frame):
-            face.id, face.points, face.confidence
+    >>> from fkp_live import Tracker
+    >>> from fkp_live.io.sources import DemoSource
+    >>> tracker = Tracker(device="cpu")                  # the shipped default model
+    >>> for frame in DemoSource(frames=3):               # or BGR/grey/BGRA uint8 arrays
+    ...     faces = tracker(frame)
+    >>> [(f.id, f.points.shape) for f in faces]
+    [(0, (68, 2))]
 
 A face is detected on the first frame, whenever a track was lost in the previous frame, and every
 `redetect_every` frames while fewer than `max_faces` are tracked (to pick up newcomers). Between
 detections each face's next crop comes from its own (smoothed) keypoints, in the crop convention
-of the model card.
+of the model card. `track()` also returns what happened (faces found and lost) and the seconds
+each stage took, as values: nothing is kept for others to read or reset.
 """
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from ..crop import Crop, crop_from_box, crop_from_points, roll_from_eyes
+from ..crop import Crop, box_calibration, box_from_crop, crop_from_box, crop_from_points, roll_from_eyes
 from ..frame import Frame, to_bgr
-from .detect import Detection, box_calibration, make_detector
+from .detect import Detection, make_detector
 from .landmarker import Landmarker
 from .matching import IdPool, Track, iou, match
 from .smooth import DEFAULT_STRENGTH, KeypointSmoother
 
-log = logging.getLogger("fkp_live")
-
-STAGES = ("decode", "detect", "crop", "infer", "smooth", "draw", "write")
+TRACK_STAGES = ("detect", "crop", "infer", "smooth")
 
 
 @dataclass
 class Face:
+    """One face in one frame, in frame pixels.
+
+    `points` are the keypoints to use (smoothed when smoothing is on), `raw` what the model gave,
+    `box` (x0, y0, x1, y1) the extent of `points`, `crop` the square the model looked at.
+
+        >>> import numpy as np
+        >>> from fkp_live.crop import Crop
+        >>> f = Face(0, (0, 0, 1, 1), np.zeros((68, 2)), np.ones((68, 2)), 0.9, Crop(0, 0, 10))
+        >>> float(f.points[0, 0])
+        1.0
+    """
+
     id: int
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 of the (smoothed) keypoints
-    raw: np.ndarray  # (N, 2) keypoints as the model gave them, frame pixels
+    box: tuple[float, float, float, float]
+    raw: np.ndarray  # (N, 2) keypoints as the model gave them
     smoothed: np.ndarray  # (N, 2) after smoothing (the raw ones when smoothing is off)
     confidence: float
-    crop: Crop  # the crop the keypoints were read from
+    crop: Crop
 
     @property
     def points(self) -> np.ndarray:
         return self.smoothed
 
 
-class Timings:
-    """Seconds spent per stage, summed over frames; `ms()` gives milliseconds per frame."""
+class Event(NamedTuple):
+    """Something that happened in a frame: kind 'new', 'lost' or 'crowd'."""
 
-    def __init__(self) -> None:
-        self.total: dict[str, float] = defaultdict(float)
-        self.frames = 0
+    kind: str
+    face_id: int | None
+    detail: object = None
 
-    def add(self, stage: str, seconds: float) -> None:
-        self.total[stage] += seconds
 
-    def ms(self) -> dict[str, float]:
-        n = max(self.frames, 1)
-        return {s: 1000.0 * self.total[s] / n for s in STAGES if s in self.total}
+@dataclass
+class Tracked:
+    """What `Tracker.track` found in one frame."""
+
+    faces: list[Face]
+    events: list[Event] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage of TRACK_STAGES
 
 
 class Tracker:
+    """Faces and keypoints in a stream of frames.
+
+    model: an alias (`fast`, `accurate`), a shipped model's name or an .onnx path with its card;
+    device: auto, cpu, cuda or tensorrt; detector: auto, blazeface, blazeface-full, haar or any
+    callable image -> list[Detection]; smooth: Kalman strength (0 or None: off).
+    `tracker(frame)` returns the faces; `tracker.track(frame)` also the events and stage timings.
+    """
+
     def __init__(self, model=None, device: str = "auto", threads: int | None = None,
                  detector="auto", redetect_every: int = 30, max_faces: int = 5,
                  smooth: float | None = DEFAULT_STRENGTH, min_confidence: float = 0.5,
-                 min_detection_score: float = 0.5, landmarker: Landmarker | None = None):
+                 min_detection_score: float = 0.5, landmarker: Landmarker | None = None,
+                 quiet: bool = True):
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, not {redetect_every}")
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, not {max_faces}")
-        self.landmarker = landmarker or Landmarker(model, device, threads)
+        self.landmarker = landmarker or Landmarker(model, device, threads, quiet=quiet)
         self.card = self.landmarker.card
         self.schema = self.landmarker.schema
         self.detector = make_detector(detector, min_detection_score) if isinstance(detector, str) else detector
@@ -84,11 +106,8 @@ class Tracker:
         # a tracked face whose expected detector box overlaps its matched detection less than this is
         # re-anchored on the detection (same id); above 1, every detection re-anchors
         self.reanchor_iou = 0.5
-        self.timings = Timings()
         self.tracks: list[Track] = []
         self.ids = IdPool()
-        self.events: list[tuple] = []  # what happened in the last frame: (kind, face id, detail)
-        self.most_faces_seen = 0  # the largest number of faces one detection found
         self._index = 0
         self._since_detect = 0
         self._need_detect = True
@@ -105,12 +124,22 @@ class Tracker:
         if ids:
             self.ids.reset()
 
-    # ------------------------------------------------------------------------------------------
     def __call__(self, frame: Frame | np.ndarray) -> list[Face]:
+        return self.track(frame).faces
+
+    # ------------------------------------------------------------------------------------------
+    def track(self, frame: Frame | np.ndarray, still: bool = False) -> Tracked:
+        """One frame -> its faces, events and stage seconds.
+
+        `still`: the frame is a picture unrelated to the last one (an image folder): every face is
+        detected afresh, nothing is smoothed and no tracking state is kept.
+        """
         image = frame.image if isinstance(frame, Frame) else to_bgr(frame)
         h, w = image.shape[:2]
-        t = self.timings
-        self.events = []
+        events: list[Event] = []
+        secs: dict[str, float] = {}
+        if still:
+            self.reset()
         fresh: list[Detection] = []
 
         n = len(self.tracks)
@@ -118,8 +147,8 @@ class Tracker:
                   or (self._since_detect >= self.redetect_every and n < self.max_faces))
         if detect:
             t0 = time.perf_counter()
-            fresh = self._detect(image)
-            t.add("detect", time.perf_counter() - t0)
+            fresh = self._detect(image, events)
+            secs["detect"] = time.perf_counter() - t0
             self._since_detect = 0
             self._need_detect = False
         self._since_detect += 1
@@ -129,14 +158,13 @@ class Tracker:
         crops = [tr.crop for tr in tracks] + [self._crop_from_detection(d) for d in fresh]
         batch = self.landmarker.prepare(image, crops) if crops else None
         t1 = time.perf_counter()
-        t.add("crop", t1 - t0)
         if crops:
             uv, conf = self.landmarker.run(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
         else:
             pts, conf = [], np.zeros(0)
         t2 = time.perf_counter()
-        t.add("infer", t2 - t1)
+        secs["crop"], secs["infer"] = t1 - t0, t2 - t1
 
         kept: list[Track] = []
         for k, (crop, p, c) in enumerate(zip(crops, pts, conf)):
@@ -145,46 +173,47 @@ class Tracker:
             if k < len(tracks):
                 tr = tracks[k]
                 if why:
-                    self.events.append(("lost", tr.id, why))
+                    events.append(Event("lost", tr.id, why))
                     self._need_detect = True
                     continue
             else:
                 if why:
                     continue
-                tr = Track(id=-1, crop=crop, smoother=KeypointSmoother(self.smooth), born=self._index)
+                smoother = KeypointSmoother(self.smooth) if self.smooth and not still else None
+                tr = Track(id=-1, crop=crop, smoother=smoother, born=self._index)
             tr.crop, tr.points, tr.confidence = crop, p, c
             kept.append(tr)
-        kept = self._deduplicate(kept)
+        kept = self._deduplicate(kept, events)
         faces = []
         for tr in kept:
             if tr.id < 0:
                 tr.id = self.ids.take()
-                self.events.append(("new", tr.id, None))
-            tr.age += 1
+                events.append(Event("new", tr.id, None))
             seen_in = tr.crop
-            scale = self._scale(tr.points, tr.crop)
-            tr.smoothed = tr.smoother(tr.points, scale) if self.smooth else tr.points
+            if tr.smoother is not None:
+                tr.smoothed = tr.smoother(tr.points, self._scale(tr.points, tr.crop))
+            else:
+                tr.smoothed = tr.points
             # the next crop comes from the smoothed points, not the filter's prediction: a model
             # that leans towards its crop's centre would otherwise keep a stale velocity forever
-            tr.crop = crop_from_points(tr.smoothed, self.schema, self.card.crop_scale, self.card.crop_rotate)
+            if not still:
+                tr.crop = crop_from_points(tr.smoothed, self.schema, self.card.crop_scale, self.card.crop_rotate)
             s = tr.smoothed
             faces.append(Face(tr.id, (float(s[:, 0].min()), float(s[:, 1].min()), float(s[:, 0].max()),
                                       float(s[:, 1].max())), tr.points, s, tr.confidence, seen_in))
-        self.tracks = kept
-        t.add("smooth", time.perf_counter() - t2)
-        t.frames += 1
+        self.tracks = [] if still else kept
+        secs["smooth"] = time.perf_counter() - t2
         self._index += 1
-        return faces
+        return Tracked(faces, events, secs)
 
     # ------------------------------------------------------------------------------------------
-    def _detect(self, image: np.ndarray) -> list[Detection]:
+    def _detect(self, image: np.ndarray, events: list[Event]) -> list[Detection]:
         """New faces: detections not matching a tracked face, best first, up to the free slots."""
         dets = sorted(self.detector(image), key=lambda d: -d.score)
-        self.most_faces_seen = max(self.most_faces_seen, len(dets))
         if not dets:
             return []
         if self.tracks:
-            tboxes = np.array([self._expected_box(tr.crop) for tr in self.tracks])
+            tboxes = np.array([box_from_crop(tr.crop, self.calibration) for tr in self.tracks])
             dboxes = np.array([d.box for d in dets])
             pairs = match(tboxes, dboxes)
             overlap = iou(tboxes, dboxes)
@@ -198,7 +227,7 @@ class Tracker:
             dets = [d for i, d in enumerate(dets) if i not in taken and not loose[i]]
         free = self.max_faces - len(self.tracks)
         if len(dets) > free:
-            self.events.append(("crowd", None, len(dets) + len(self.tracks)))
+            events.append(Event("crowd", None, len(dets) + len(self.tracks)))
         return dets[:max(free, 0)]
 
     def _crop_from_detection(self, d: Detection) -> Crop:
@@ -206,16 +235,6 @@ class Tracker:
         if self.card.crop_rotate and d.eyes is not None:
             angle = roll_from_eyes(d.eyes[0], d.eyes[1])
         return crop_from_box(d.box, self.calibration, angle)
-
-    def _expected_box(self, crop: Crop) -> tuple[float, float, float, float]:
-        """The box the detector would give for the face in this crop (crop_from_box inverted)."""
-        dx, dy, k = self.calibration
-        size = crop.side / k
-        c, s = math.cos(crop.angle), math.sin(crop.angle)
-        ox, oy = dx * size, dy * size
-        bx = crop.cx - (c * ox - s * oy)
-        by = crop.cy - (s * ox + c * oy)
-        return (bx - size / 2, by - size / 2, bx + size / 2, by + size / 2)
 
     def _reject(self, pts: np.ndarray, conf: float, w: int, h: int) -> str | None:
         if not conf >= self.min_confidence:  # also catches NaN
@@ -225,7 +244,7 @@ class Tracker:
             return "left the frame"
         return None
 
-    def _deduplicate(self, tracks: list[Track]) -> list[Track]:
+    def _deduplicate(self, tracks: list[Track], events: list[Event]) -> list[Track]:
         """Two tracks on one face (a detection a tracked face drifted away from): the older stays."""
         if len(tracks) < 2:
             return tracks
@@ -237,7 +256,7 @@ class Tracker:
             if all(o[i, j] < 0.5 for j in keep):
                 keep.append(i)
             elif tracks[i].id >= 0:
-                self.events.append(("lost", tracks[i].id, "merged with another face"))
+                events.append(Event("lost", tracks[i].id, "merged with another face"))
         return [tracks[i] for i in sorted(keep, key=lambda i: order.index(i))]
 
     def _scale(self, pts: np.ndarray, crop: Crop) -> float:
@@ -253,5 +272,8 @@ class Tracker:
         if close:
             close()
 
+    def __enter__(self):
+        return self
 
-Pipeline = Tracker
+    def __exit__(self, *exc):
+        self.close()
