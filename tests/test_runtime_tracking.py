@@ -157,13 +157,40 @@ def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
     tr.detector = spy_det
     for f in DemoSource(frames=25, faces=2):
         tr(f)
-    assert calls["run"] == [2] * 25  # both faces, one call per frame
+    # both faces in one call per frame; on the first frame the two new faces are read a second
+    # time from the crops their first points give (one more call of both)
+    assert calls["run"] == [2] * 26
     assert calls["detect"] == 3  # frames 0, 10, 20 (fewer faces than max_faces)
     full = Tracker(model=str(model_path), device="cpu", detector=spy_det, redetect_every=10, max_faces=2)
     calls["detect"] = 0
     for f in DemoSource(frames=25, faces=2):
         full(f)
     assert calls["detect"] == 1  # all slots taken and no face lost: no need to look again
+
+
+def test_new_faces_are_read_again_from_their_own_points(model_path):
+    """Refinement: a new face's points come from the crop its first points give, not from the
+    detector's box; tracked faces are read once; refine=False keeps one read."""
+    from fkp_live.crop import crop_from_points
+
+    src = list(DemoSource(frames=2, faces=1))
+    for refine in (True, False):
+        tr = Tracker(model=str(model_path), device="cpu", detector="blazeface", smooth=0, refine=refine)
+        calls = []
+        run = tr.landmarker.run
+        tr.landmarker.run = lambda b: calls.append(len(b)) or run(b)
+        face = tr(src[0])[0]
+        assert calls == ([1, 1] if refine else [1])
+        tr(src[1])
+        assert calls[-1] == 1 and len(calls) == (3 if refine else 2)
+        box_crop = tr._crop_from_detection(tr.detector(src[0].image)[0])
+        if refine:  # read from the crop that the box's points give
+            lm = tr.landmarker
+            uv, _ = run(lm.prepare(src[0].image, [box_crop]))
+            expect = crop_from_points(box_crop.to_frame(uv[0]), tr.schema, tr.card.crop_scale, tr.card.crop_rotate)
+            assert face.crop == expect and face.crop != box_crop
+        else:
+            assert face.crop == box_crop
 
 
 def test_no_face_detects_every_frame_and_returns_nothing(model_path):

@@ -88,7 +88,7 @@ class Tracker:
                  detector="auto", redetect_every: int = 30, max_faces: int = 5,
                  smooth: float | None = DEFAULT_STRENGTH, min_confidence: float = 0.5,
                  min_detection_score: float = 0.5, landmarker: Landmarker | None = None,
-                 quiet: bool = True):
+                 refine: bool = True, quiet: bool = True):
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, not {redetect_every}")
         if max_faces < 1:
@@ -103,6 +103,9 @@ class Tracker:
         self.max_faces = int(max_faces)
         self.smooth = float(smooth or 0.0)
         self.min_confidence = float(min_confidence)
+        # a new face is read twice: from the detector's box, then from the crop its points give
+        # (the crop tracking uses), so its first frame is as accurate as the ones that follow
+        self.refine = bool(refine)
         # a tracked face whose expected detector box overlaps its matched detection less than this is
         # re-anchored on the detection (same id); above 1, every detection re-anchors
         self.reanchor_iou = 0.5
@@ -161,6 +164,8 @@ class Tracker:
         if crops:
             uv, conf = self.landmarker.run(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
+            if fresh and self.refine:
+                crops, pts, conf = self._refine(image, crops, pts, conf, len(tracks))
         else:
             pts, conf = [], np.zeros(0)
         t2 = time.perf_counter()
@@ -229,6 +234,15 @@ class Tracker:
         if len(dets) > free:
             events.append(Event("crowd", None, len(dets) + len(self.tracks)))
         return dets[:max(free, 0)]
+
+    def _refine(self, image, crops, pts, conf, first: int):
+        """Read the faces from `first` on (new detections) again, from the crops their points give."""
+        again = [crop_from_points(p, self.schema, self.card.crop_scale, self.card.crop_rotate) for p in pts[first:]]
+        uv, conf2 = self.landmarker.run(self.landmarker.prepare(image, again))
+        crops = crops[:first] + again
+        pts = pts[:first] + [c.to_frame(p) for c, p in zip(again, uv)]
+        conf = np.concatenate([conf[:first], conf2])
+        return crops, pts, conf
 
     def _crop_from_detection(self, d: Detection) -> Crop:
         angle = 0.0
