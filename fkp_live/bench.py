@@ -64,12 +64,11 @@ def _tracker(model, device, threads, detector, smooth=None):
 
 def _facemesh_fps(frames) -> float:
     import cv2
-    import mediapipe as mp
 
-    from .track.detect import quiet_stderr
+    from .track.detect import mediapipe_solution, quiet_stderr
 
     with quiet_stderr():
-        mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1)
+        mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
         mesh.process(cv2.cvtColor(frames[0].image, cv2.COLOR_BGR2RGB))
     t0 = time.perf_counter()
     for f in frames:

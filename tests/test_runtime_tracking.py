@@ -78,6 +78,18 @@ def test_smoothing_on_or_off_never_imports_filterpy():
     assert out.split() == ["False", "False"]
 
 
+def test_detector_loads_without_mediapipe_init_and_mediapipe_still_works():
+    import subprocess
+    import sys
+
+    code = ("import sys; from fkp_live.track.detect import make_detector; d = make_detector('blazeface'); "
+            "print('matplotlib.pyplot' in sys.modules, 'mediapipe.python.solutions.hands' in sys.modules); "
+            "import mediapipe as mp; print(mp.__version__, mp.solutions.face_mesh.FaceMesh.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["False", "False"]  # what the detector needs, nothing more
+    assert out[2].startswith("0.10") and out[3] == "FaceMesh"  # user code importing mediapipe later is unaffected
+
+
 def test_lag_measure_detects_a_delay():
     _, truth, _ = synthetic_track(200, noise=0.0, moving=True, speed=3.0)
     delayed = np.concatenate([truth[:3], truth[:-3]])

@@ -55,6 +55,40 @@ class DetectorError(Exception):
     """A detector cannot be created here (missing library or model file)."""
 
 
+def mediapipe_solution(name: str):
+    """`mediapipe.python.solutions.<name>`, imported without running `mediapipe/__init__.py`.
+
+    That file imports every solution and, through their drawing utilities, matplotlib.pyplot: over
+    half a second of start-up for nothing we use. The `mediapipe` and `...solutions` packages are
+    registered unexecuted; the first access to any other attribute of them (user code doing
+    `import mediapipe as mp; mp.solutions.hands`) runs their real `__init__` then, so nothing else
+    sees a difference.
+    """
+    import importlib
+    import importlib.util
+    import types
+
+    class _LazyPackage(types.ModuleType):
+        def __getattr__(self, attr):
+            spec = self.__spec__
+            self.__class__ = types.ModuleType  # run the real __init__ once, then plain lookups
+            spec.loader.exec_module(self)
+            return getattr(self, attr)
+
+    for pkg in ("mediapipe", "mediapipe.python.solutions"):
+        if pkg in sys.modules:
+            continue
+        if pkg != "mediapipe":
+            importlib.import_module(pkg.rsplit(".", 1)[0])  # mediapipe.python: the bindings (cheap)
+        spec = importlib.util.find_spec(pkg)
+        if spec is None:
+            raise ImportError(f"No module named {pkg!r}")
+        mod = importlib.util.module_from_spec(spec)
+        mod.__class__ = _LazyPackage
+        sys.modules[pkg] = mod
+    return importlib.import_module(f"mediapipe.python.solutions.{name}")
+
+
 class BlazeFaceDetector:
     """MediaPipe's BlazeFace. model_selection 0 = short range (faces within ~2 m, fast),
     1 = full range (small faces too, ~2.5x slower). With `fallback_full`, a frame where the short
@@ -62,10 +96,9 @@ class BlazeFaceDetector:
 
     def __init__(self, model_selection: int = 0, min_score: float = 0.5, fallback_full: bool = False):
         try:
-            import mediapipe as mp
+            fd = mediapipe_solution("face_detection")
         except ImportError as e:  # a broken install; Haar needs nothing extra
-            raise DetectorError(f"mediapipe is not importable ({e}); use --detector haar") from None
-        fd = mp.solutions.face_detection
+            raise DetectorError(f"mediapipe is not importable ({e}); use the haar detector") from None
         self.name = "blazeface" if model_selection == 0 else "blazeface-full"
         selections = [model_selection] + ([1] if fallback_full and model_selection == 0 else [])
         blank = np.zeros((64, 64, 3), np.uint8)
