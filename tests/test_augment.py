@@ -42,6 +42,7 @@ def test_dot_lands_where_the_point_says(mode):
     """Draw one dot at one point; after any augmentation the dot is where that point went."""
     rng = np.random.default_rng(1)
     schema = schemas.IBUG68
+    checked = 0
     for trial in range(12):
         pts = _face_points(rng)
         k = int(rng.integers(0, 68))
@@ -52,10 +53,14 @@ def test_dot_lands_where_the_point_says(mode):
         flipped = np.linalg.det(ex.matrix[:2, :2]) < 0
         slot = schema.mirror[k] if flipped else k
         ys, xs = np.nonzero(ex.image > 100)
-        if len(xs) == 0:
-            continue  # the dot fell outside the crop
+        if len(xs) == 0:  # the dot fell outside the crop, and so must its point
+            x, y = ex.points[slot] * 128
+            assert not (0 <= x < 128 and 0 <= y < 128), (trial, x, y)
+            continue
         dot = np.array([xs.mean(), ys.mean()])
         np.testing.assert_allclose(ex.points[slot] * 128, dot, atol=0.75)
+        checked += 1
+    assert checked >= 9, f"only {checked} of 12 dots stayed inside the crop: the test checks too little"
 
 
 def test_masked_points_stay_masked():
