@@ -154,3 +154,19 @@ def test_schedules_move_the_learning_rate(tmp_path, schedule, check):
                   progress=False, threads=1))
     lrs = [float(r["lr"]) for r in _log(tmp_path / "r")]
     assert check(lrs), lrs
+
+
+def test_a_bad_file_suggests_skip_bad(tmp_path):
+    """The readers name no flag; fit, which has --skip-bad, suggests it."""
+    import numpy as np
+
+    from train.data.ibug import write_pts
+
+    d = tmp_path / "data" / "set"
+    d.mkdir(parents=True)
+    write_pts(d / "a.pts", np.random.default_rng(0).uniform(10, 50, (68, 2)))
+    (d / "a.png").write_bytes(b"not an image")
+    r = CliRunner().invoke(fkp_train, ["fit", "--task", "ibug68", "--data", str(tmp_path / "data"),
+                                       "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2, r.output
+    assert "a.png: unreadable image" in r.output and "(or pass --skip-bad to skip bad files)" in r.output

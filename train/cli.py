@@ -18,6 +18,16 @@ class Fail(click.ClickException):
     exit_code = 2
 
 
+def _data_fail(e, skip_bad_option: bool = False) -> Fail:
+    """A reader's error as a Fail; where the command has --skip-bad, a bad file or row suggests it
+    (the readers themselves name no command-line flag)."""
+    from .data import SkippableError
+
+    if skip_bad_option and isinstance(e, SkippableError):
+        return Fail(f"{e} (or pass --skip-bad to skip bad {e.unit})")
+    return Fail(str(e))
+
+
 MAIN_HELP = """Train, evaluate, plot and export facial keypoint models.
 
 \b
@@ -115,7 +125,7 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
     try:
         summary = fit(cfg)
     except DataError as e:
-        raise Fail(str(e)) from None
+        raise _data_fail(e, skip_bad_option=True) from None
     click.echo(json.dumps(summary))
 
 
@@ -150,7 +160,7 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
     try:
         samples, rep = load_split(plain, data, split, skip_bad)
     except DataError as e:
-        raise Fail(str(e)) from None
+        raise _data_fail(e, skip_bad_option=True) from None
     if rep:
         click.echo(rep.summary(), err=True)
     ds = KeypointDataset(samples, plain, None)
@@ -545,7 +555,9 @@ def convert_command(sources, out, seed, keep_all, skip_bad):
     try:
         convert_to_kaggle(iter_ibug(sources, skip_bad, report), out, seed=seed, keep_all_frac=keep_all,
                           echo=click.echo)
-    except (DataError, ValueError) as e:
+    except DataError as e:
+        raise _data_fail(e, skip_bad_option=True) from None
+    except ValueError as e:
         raise Fail(str(e)) from None
     if report:
         click.echo(report.summary(), err=True)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from fkp_live.schemas import IBUG_TO_KAGGLE, KAGGLE15, KAGGLE_BIG_SUBSET, map_points
 
-from .data import DataError, Sample, SkipReport
+from .data import DataError, Sample, SkipReport, SkippableError
 from .data import kaggle
 from .data.ibug import list_pts, load_sample, split_of
 
@@ -253,6 +253,6 @@ class _IbugFiles(Sequence):
                 yield load_sample(p, grey=True)
             except DataError as e:
                 if not self.skip_bad:
-                    raise DataError(f"{e} (or pass --skip-bad to skip bad files)") from None
+                    raise SkippableError(str(e), "files") from None
                 if self.report is not None:
                     self.report.skipped.append((str(p), str(e).split(": ", 1)[-1]))

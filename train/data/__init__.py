@@ -10,6 +10,18 @@ class DataError(Exception):
     """A bad file in a dataset; the message names the file (and line) and what to do."""
 
 
+class SkippableError(DataError):
+    """A bad file or row that ``skip_bad=True`` would have skipped instead.
+
+    `unit` ("files" or "rows") says what a caller that offers skipping (the CLI's --skip-bad)
+    would skip; the readers themselves name no command-line flag.
+    """
+
+    def __init__(self, message: str, unit: str = "files"):
+        super().__init__(message)
+        self.unit = unit
+
+
 @dataclass
 class Sample:
     image: np.ndarray  # uint8, (H, W) greyscale or (H, W, 3) BGR
@@ -21,7 +33,7 @@ class Sample:
 
 @dataclass
 class SkipReport:
-    """What `--skip-bad` skipped and why."""
+    """What ``skip_bad=True`` skipped and why."""
 
     skipped: list[tuple[str, str]]
 

@@ -25,11 +25,9 @@ from pathlib import Path
 
 from fkp_live.schemas import SCHEMAS
 
-from . import DataError, Sample, SkipReport
+from . import DataError, Sample, SkipReport, SkippableError
 from .ibug import read_image
 from .kaggle import _RowError, _short, points_from_cells, read_header
-
-_SKIP_HINT = " (or pass --skip-bad to skip bad rows)"
 
 
 def header_for(n_points: int) -> list[str]:
@@ -124,7 +122,7 @@ def read_csv(
                 raise _RowError(f"image {str(img_path)!r} is unreadable (corrupt or not an image)") from None
         except _RowError as e:
             if not skip_bad:
-                raise DataError(f"{path}:{line}: {e}; fix or delete the row{_SKIP_HINT}") from None
+                raise SkippableError(f"{path}:{line}: {e}; fix or delete the row", "rows") from None
             skipped.append((f"{path}:{line}", str(e)))
             continue
         samples.append(Sample(img, pts, mask, f"{path}:{line}", schema))

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import DataError, Sample, SkipReport
+from . import DataError, Sample, SkipReport, SkippableError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -112,7 +112,7 @@ def load_dir(root, grey: bool = False, skip_bad: bool = False, n_points: int | N
             out.append(load_sample(p, grey, n_points))
         except DataError as e:
             if not skip_bad:
-                raise DataError(f"{e} (or pass --skip-bad to skip bad files)") from None
+                raise SkippableError(str(e), "files") from None
             skipped.append((str(p), str(e).split(": ", 1)[-1]))
     return out, SkipReport(skipped)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DataError, Sample, SkipReport
+from . import DataError, Sample, SkipReport, SkippableError
 from .ibug import read_image
 
 N_POINTS = 58
@@ -79,6 +79,6 @@ def load_dir(root, grey: bool = False, skip_bad: bool = False, split: str | None
             out.append(Sample(img, pts, np.ones(N_POINTS, bool), str(p), "imm58"))
         except DataError as e:
             if not skip_bad:
-                raise DataError(f"{e} (or pass --skip-bad to skip bad files)") from None
+                raise SkippableError(str(e), "files") from None
             skipped.append((str(p), str(e).split(": ", 1)[-1]))
     return out, SkipReport(skipped)

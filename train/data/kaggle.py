@@ -36,7 +36,7 @@ import numpy as np
 
 from fkp_live.schemas import KAGGLE15, KAGGLE_NAMES
 
-from . import DataError, Sample, SkipReport
+from . import DataError, Sample, SkipReport, SkippableError
 
 SIZE = 96
 N_PIXELS = SIZE * SIZE
@@ -48,8 +48,6 @@ LOOKUP_HEADER = ("RowId", "ImageId", "FeatureName", "Location")
 SUBMISSION_HEADER = ("RowId", "Location")
 # FeatureName -> (point index, axis 0 for x / 1 for y)
 FEATURES: dict[str, tuple[int, int]] = {c: (i // 2, i % 2) for i, c in enumerate(COORD_COLUMNS)}
-
-_SKIP_HINT = " (or pass --skip-bad to skip bad rows)"
 
 
 class _RowError(Exception):
@@ -247,7 +245,7 @@ def read_training(path: str | Path, skip_bad: bool = False) -> tuple[list[Sample
             img = _parse_image(fields[30])
         except _RowError as e:
             if not skip_bad:
-                raise DataError(f"{path}:{line}: {e}; fix or delete the row{_SKIP_HINT}") from None
+                raise SkippableError(f"{path}:{line}: {e}; fix or delete the row", "rows") from None
             skipped.append((f"{path}:{line}", str(e)))
             continue
         samples.append(Sample(img, pts, mask, f"{path}:{line}", KAGGLE15.name))
