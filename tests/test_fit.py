@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from train.cli import main as fkp_train
-from train.fit import FitConfig, fit, load_checkpoint
+from train.checkpoint import load_model
+from train.fit import FitConfig, fit
 from train.tasks import get
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,7 +43,7 @@ def test_tiny_run_overfits_a_handful_of_images(tmp_path):
     from train.datasets import KeypointDataset, load_split
     from train.fit import evaluate
 
-    model, t = load_checkpoint(tmp_path / "run" / "last.pt")
+    model, t = load_model(tmp_path / "run" / "last.pt")
     samples, _ = load_split(t, str(IMM), "train")
     res = evaluate(model, KeypointDataset(samples[:8], t, None))
     print(res)
@@ -58,8 +59,10 @@ def test_resume_continues_exactly(tmp_path):
     fit(FitConfig(out=str(tmp_path / "b"), stop_after=1, **common))
     assert len(_log(tmp_path / "b")) == 1
     fit(FitConfig(out=str(tmp_path / "b"), resume=True, **common))
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    from train import checkpoint
+
+    a = checkpoint.load(tmp_path / "a" / "last.pt")["model"]
+    b = checkpoint.load(tmp_path / "b" / "last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     assert [r["epoch"] for r in _log(tmp_path / "b")] == ["1", "2", "3"]
@@ -95,7 +98,7 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     rows = _log(tmp_path / "ddp")
     assert [r["epoch"] for r in rows] == ["1", "2"], "rank 0 alone writes the log"
-    model, _ = load_checkpoint(tmp_path / "ddp" / "best.pt")
+    model, _ = load_model(tmp_path / "ddp" / "best.pt")
     assert sum(p.numel() for p in model.parameters()) > 0
     # each of the 2 processes saw half of the 32 images per epoch: 4 batches of 4
     assert "4/4" in p.stderr or "epoch 2/2" in p.stderr

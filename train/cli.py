@@ -112,6 +112,7 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
     Writes OUT/last.pt every epoch and OUT/best.pt when the validation metric improves (both
     atomically), OUT/log.csv (one row per epoch) and OUT/summary.json.
     """
+    from .checkpoint import CheckpointError
     from .data import DataError
     from .fit import FitConfig, fit
 
@@ -126,6 +127,8 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
         summary = fit(cfg)
     except DataError as e:
         raise _data_fail(e, skip_bad_option=True) from None
+    except CheckpointError as e:
+        raise Fail(str(e)) from None
     click.echo(json.dumps(summary))
 
 
@@ -233,12 +236,12 @@ def _combine(pred_a, pred_b, task_a):
 
 
 def _load_ckpt(checkpoint):
-    from .fit import load_checkpoint
+    from .checkpoint import CheckpointError, load_model
 
     try:
-        return load_checkpoint(checkpoint)
-    except (FileNotFoundError, KeyError, RuntimeError) as e:
-        raise Fail(f"{checkpoint}: not a checkpoint of fkp-train ({e})") from None
+        return load_model(checkpoint)
+    except CheckpointError as e:
+        raise Fail(str(e)) from None
 
 
 @main.command("export", context_settings=CONTEXT)

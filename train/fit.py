@@ -21,11 +21,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from fkp_live import schemas
-
-from . import losses, metrics, nets
+from . import checkpoint, losses, metrics
 from .augment import AugmentConfig
 from .datasets import KeypointDataset, load_split, to_frame
+from .nets import build_model
 from .tasks import Task
 
 
@@ -65,23 +64,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file, then rename over the target: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
 # --- building blocks -------------------------------------------------------------------------
-
-def build_model(task: Task) -> torch.nn.Module:
-    n = schemas.get(task.schema).n
-    return nets.build(task.net, n, task.channels, task.size, **task.net_args)
-
 
 def make_optimizer(task: Task, model) -> torch.optim.Optimizer:
     if task.optimizer == "adam":
@@ -180,8 +167,7 @@ def fit(cfg: FitConfig) -> dict:
     )
     model = build_model(task).to(device)
     if cfg.init:
-        src = torch.load(cfg.init, map_location=device, weights_only=False)
-        model.load_state_dict(src["model"])
+        model.load_state_dict(checkpoint.load(cfg.init, map_location=device)["model"])
         if is_main():
             print(f"initialised from {cfg.init}", file=sys.stderr)
     if distributed:
@@ -194,14 +180,14 @@ def fit(cfg: FitConfig) -> dict:
     log_path = out / "log.csv"
     start_epoch, best, best_epoch, stale = 0, math.inf, -1, 0
     if cfg.resume and ckpt_last.exists():
-        state = torch.load(ckpt_last, map_location=device, weights_only=False)
+        state = checkpoint.load(ckpt_last, map_location=device)
         unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
         start_epoch, best, best_epoch, stale = state["epoch"] + 1, state["best"], state["best_epoch"], state["stale"]
-        torch.set_rng_state(state["torch_rng"])
-        gen.set_state(state["loader_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        gen.set_state(state["loader_rng"].cpu())
         if is_main():
             print(f"resumed from {ckpt_last} at epoch {start_epoch}", file=sys.stderr)
     elif cfg.resume and is_main():
@@ -284,8 +270,8 @@ def fit(cfg: FitConfig) -> dict:
                 "val": val,
             }
             if improved:
-                atomic_save({"model": state["model"], "task": state["task"], "epoch": epoch, "val": val}, ckpt_best)
-            atomic_save(state, ckpt_last)
+                checkpoint.save_atomic({"model": state["model"], "task": state["task"], "epoch": epoch, "val": val}, ckpt_best)
+            checkpoint.save_atomic(state, ckpt_last)
             # the log row after the checkpoint: a crash between them never logs an epoch twice
             new = not log_path.exists() or (epoch == 0)
             if fields is None:
@@ -313,23 +299,6 @@ def fit(cfg: FitConfig) -> dict:
     if distributed:
         dist.barrier()
     return summary
-
-
-def load_checkpoint(path: str | Path):
-    """A best.pt or last.pt -> (model in eval mode, Task)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `fkp-train fit`")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    d = dict(state["task"])
-    d["size"] = tuple(d["size"])
-    for k in ("points", "label_subset"):
-        if d.get(k) is not None:
-            d[k] = tuple(d[k])
-    task = Task(**d)
-    model = build_model(task)
-    model.load_state_dict(state["model"])
-    return model.eval(), task
 
 
 def main(argv=None):

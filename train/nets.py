@@ -251,5 +251,12 @@ def build(name: str, n_points: int, channels: int, size: tuple[int, int], **kw) 
     return cls(n_points=n_points, channels=channels, size=size, **kw)
 
 
+def build_model(task) -> nn.Module:
+    """The network of a `train.tasks.Task`, sized for its schema's points."""
+    from fkp_live import schemas
+
+    return build(task.net, schemas.get(task.schema).n, task.channels, task.size, **task.net_args)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
