@@ -12,7 +12,7 @@ from fkp_live.card import ModelCard, ModelError
 from fkp_live.track.landmarker import Landmarker
 from train import export as ex
 from train.cli import main as fkp_train
-from train.fit import build_model
+from train.nets import build_model
 from train.tasks import get
 
 
@@ -218,3 +218,98 @@ def test_export_fails_and_removes_the_file_when_parity_is_over_the_limit(tiny, t
     assert r.exit_code == 1, r.output
     assert "parity check failed" in r.output and "export removed" in r.output
     assert not out.exists()
+
+
+def test_int8_and_fp16_cards_share_nothing_with_the_fp32_card(tiny):
+    """Each variant card is its own copy: changing one card's metrics (or any dict) changes no other."""
+    _, _, task = tiny
+    card = ex.make_card(task, "m", box_calibration={"haar": [0.0, 0.1, 1.2]})
+    card.metrics = {"parity_max_px": 0.001, "fp32": {"nme_io": 4.0}, "latency_ms_cpu_1thread": {"batch1": 1.0}}
+    q, h = ex.card_variant(card, "m.int8"), ex.card_variant(card, "m.fp16")
+    assert (q.name, h.name, card.name) == ("m.int8", "m.fp16", "m")
+    assert q.metrics == card.metrics == h.metrics
+    q.metrics["int8"] = {"nme_io": 4.1}
+    q.metrics["fp32"]["nme_io"] = 99.0
+    h.metrics["latency_ms_cpu_1thread"]["batch1"] = 0.5
+    h.box_calibration["haar"][2] = 9.0
+    h.training["command"] = "changed"
+    assert card.metrics == {"parity_max_px": 0.001, "fp32": {"nme_io": 4.0}, "latency_ms_cpu_1thread": {"batch1": 1.0}}
+    assert "int8" not in h.metrics and h.metrics["fp32"]["nme_io"] == 4.0
+    assert q.metrics["latency_ms_cpu_1thread"]["batch1"] == 1.0
+    assert card.box_calibration == q.box_calibration == {"haar": [0.0, 0.1, 1.2]}
+    assert card.training["command"] == q.training["command"] == ""
+
+
+def test_export_saves_a_separate_fp16_card(tiny, tmp_path, monkeypatch):
+    """Through the whole export: the card objects saved for NAME and NAME.fp16 share no metrics dict."""
+    d, _, _ = tiny
+    saved = {}
+    real_save = ModelCard.save
+    monkeypatch.setattr(ModelCard, "save", lambda self, path: (saved.setdefault(self.name, self), real_save(self, path)))
+    ex.export_checkpoint(d / "best.pt", tmp_path / "m.onnx", fp16=True, echo=lambda *a, **k: None)
+    fp32, fp16 = saved["m"], saved["m.fp16"]
+    assert fp16.metrics == fp32.metrics and fp16.metrics is not fp32.metrics
+    fp16.metrics["latency_ms_cpu_1thread"]["batch1"] = -1
+    assert fp32.metrics["latency_ms_cpu_1thread"]["batch1"] > 0
+    on_disk = json.loads((tmp_path / "m.fp16.json").read_text())
+    assert on_disk["name"] == "m.fp16" and on_disk["metrics"] == json.loads((tmp_path / "m.json").read_text())["metrics"]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("{not json", "not valid JSON"),
+    ('["blazeface", 1]', "expected a JSON object"),
+    ('{"blazeface": [0.1, 0.2]}', "detector 'blazeface'"),
+    ('{"haar": [0.1, 0.2, 0]}', "scale > 0"),
+    ('{"haar": [0.1, "x", 1.3]}', "detector 'haar'"),
+    (b"\xff\xfe\x00bad", "cannot read"),
+])
+def test_a_bad_calibration_file_is_a_clear_error(tiny, tmp_path, body, needle):
+    d, _, _ = tiny
+    cal = tmp_path / "cal.json"
+    cal.write_bytes(body if isinstance(body, bytes) else body.encode())
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out), "--calibration", str(cal)])
+    assert r.exit_code == 2, r.output
+    assert str(cal) in r.output and needle in r.output, r.output
+    assert "Traceback" not in r.output
+    assert not out.exists(), "nothing is written when the calibration cannot be read"
+
+
+def test_calibration_goes_into_the_card_and_is_kept_on_re_export(tiny, tmp_path):
+    d, _, _ = tiny
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"blazeface": [0.01, 0.12, 1.5], "haar": [0, 0.1, 1]}\n')
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out), "--calibration", str(cal)])
+    assert r.exit_code == 0, r.output
+    want = {"blazeface": [0.01, 0.12, 1.5], "haar": [0, 0.1, 1]}
+    assert json.loads(out.with_suffix(".json").read_text())["box_calibration"] == want
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.with_suffix(".json").read_text())["box_calibration"] == want
+
+
+def test_a_corrupt_existing_card_is_an_error_not_a_lost_calibration(tiny, tmp_path):
+    """Re-exporting over a card that cannot be read stops (naming it) instead of silently
+    writing a card without the detector calibration."""
+    d, _, _ = tiny
+    out = tmp_path / "m.onnx"
+    out.with_suffix(".json").write_text("{broken")
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert str(out.with_suffix(".json")) in r.output and "box calibration" in r.output
+    assert not out.exists()
+    assert out.with_suffix(".json").read_text() == "{broken"
+
+
+def test_export_argument_errors_name_the_flags(tiny, tmp_path):
+    d, _, _ = tiny
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "m.pb")])
+    assert r.exit_code == 2 and "--out" in r.output and "must end in .onnx" in r.output
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "m.onnx"), "--int8"])
+    assert r.exit_code == 2 and "--int8 needs --data" in r.output
+    assert not (tmp_path / "m.onnx").exists()
+    # below the CLI the same mistakes name no flag
+    with pytest.raises(ex.ExportError) as e:
+        ex.export_checkpoint(d / "best.pt", tmp_path / "m.onnx", int8=True)
+    assert "--" not in str(e.value)

@@ -41,7 +41,7 @@ def test_tiny_run_overfits_a_handful_of_images(tmp_path):
     assert last < first / 2.5, (first, last)
     # and on those very images the nose tip is found within a few pixels (640x480 images)
     from train.datasets import KeypointDataset, load_split
-    from train.fit import evaluate
+    from train.evaluate import evaluate
 
     model, t = load_model(tmp_path / "run" / "last.pt")
     samples, _ = load_split(t, str(IMM), "train")
@@ -92,7 +92,7 @@ def test_fit_cli_bad_data_is_a_clear_error(tmp_path):
 def test_ddp_two_gloo_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "train.fit", "--task", "nose", "--data", str(IMM), "--out", str(tmp_path / "ddp"),
+           "-m", "train.ddp", "--task", "nose", "--data", str(IMM), "--out", str(tmp_path / "ddp"),
            "--epochs", "2", "--limit", "32", "--batch", "4", "--threads", "1"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -109,7 +109,7 @@ def test_predict_writes_annotated_images_and_points(tmp_path):
     import numpy as np
 
     from train.data.ibug import write_pts
-    from train.fit import build_model
+    from train.nets import build_model
 
     task = get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16})
     torch.save({"model": build_model(task).state_dict(), "task": task.to_dict()}, tmp_path / "m.pt")
@@ -159,8 +159,7 @@ def test_schedules_move_the_learning_rate(tmp_path, schedule, check):
     assert check(lrs), lrs
 
 
-def test_a_bad_file_suggests_skip_bad(tmp_path):
-    """The readers name no flag; fit, which has --skip-bad, suggests it."""
+def test_a_bad_file_suggests_skip_bad_only_where_the_command_has_it(tmp_path):
     import numpy as np
 
     from train.data.ibug import write_pts
@@ -173,3 +172,50 @@ def test_a_bad_file_suggests_skip_bad(tmp_path):
                                        "--out", str(tmp_path / "r")])
     assert r.exit_code == 2, r.output
     assert "a.png: unreadable image" in r.output and "(or pass --skip-bad to skip bad files)" in r.output
+    # calibrate reads the same data but has no --skip-bad: it does not suggest one
+    r = CliRunner().invoke(fkp_train, ["calibrate", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 2, r.output
+    assert "a.png: unreadable image" in r.output and "--skip-bad" not in r.output
+
+
+def test_fit_startup_line_counts_parameters(tmp_path, capsys):
+    """setup() says what it built: the network and its parameter count, and the sample counts."""
+    import numpy as np
+
+    import cv2
+    from train.data.ibug import write_pts
+    from train.fit import setup
+    from train.nets import count_params
+
+    d = tmp_path / "data" / "set"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cv2.imwrite(str(d / f"face_{i:03d}.png"), rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
+        write_pts(d / f"face_{i:03d}.pts", rng.uniform(20, 60, (68, 2)))
+    task = get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16}, epochs=1)
+    run = setup(FitConfig(task=task, data=str(tmp_path / "data"), out=str(tmp_path / "r"), progress=False, threads=1))
+    n = count_params(run.model)
+    err = capsys.readouterr().err
+    assert f"ibug68: mobile network, {n:,} parameters; {len(run.train_ds)} training and {len(run.val_ds)} validation samples" in err
+    assert len(run.train_ds) == 30 and len(run.val_ds) == 2
+    assert (tmp_path / "r" / "task.json").exists()
+
+
+def test_the_library_does_not_import_the_cli():
+    """fit, checkpoint, export, ... sit below the CLI: importing them never imports train.cli."""
+    code = ("import sys, train.fit, train.checkpoint, train.evaluate, train.export, train.predict, "
+            "train.calibrate, train.plots, train.ddp; assert 'train.cli' not in sys.modules, 'cli imported'")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_ddp_entry_point_takes_the_fit_options():
+    p = subprocess.run([sys.executable, "-m", "train.ddp", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Usage: train.ddp [OPTIONS]" in p.stdout and "--heatmap-weight" in p.stdout and "--resume" in p.stdout
+    # the old module path says where the entry point went instead of training
+    p = subprocess.run([sys.executable, "-m", "train.fit", "--task", "nose"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "train.ddp" in p.stderr

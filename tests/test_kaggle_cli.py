@@ -60,7 +60,7 @@ def test_convert_fit_submit(tmp_path):
 def test_kaggle_submit_rejects_a_non_kaggle_model(tmp_path):
     import torch
 
-    from train.fit import build_model
+    from train.nets import build_model
     from train.tasks import get
 
     task = get("nose")

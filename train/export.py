@@ -2,10 +2,12 @@
 
 The ONNX export is checked for parity: the same crops go through torch and through the
 runtime's own ONNX Runtime wrapper (`fkp_live.Landmarker`), and the export fails when they differ
-by more than `tolerance_px` at the model's input size.
+by more than `tolerance` pixels at the model's input size. `export_checkpoint` is the whole of
+`fkp-train export`; the functions below it are its steps.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -20,6 +22,7 @@ from torch import nn
 
 from fkp_live.card import ModelCard
 
+from . import echo as _echo
 from .datasets import MEAN, STD
 from .tasks import Task
 
@@ -72,7 +75,11 @@ class FlipAverage(nn.Module):
 
 
 class ExportError(Exception):
-    pass
+    """An export that cannot be made (bad arguments, a model TensorRT cannot build)."""
+
+
+class ParityError(ExportError):
+    """The ONNX file's points differ from torch's by more than the tolerance; the file is removed."""
 
 
 def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> None:
@@ -112,6 +119,28 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
         metrics=metrics or {},
         licence=LICENCES.get(task.reader, ""),
     )
+
+
+def card_variant(card: ModelCard, name: str) -> ModelCard:
+    """A copy of `card` under another name (for NAME.int8 / NAME.fp16) that shares no dict or
+    list with it: changing one card's metrics never changes another's."""
+    variant = copy.deepcopy(card)
+    variant.name = name
+    return variant
+
+
+def protocol(task: Task, split: str) -> str:
+    """What a card's metrics were measured on, in words."""
+    where = {
+        "300w": f"the fixed '{split}' split of 300-W afw + helen_train + lfpw_train (a hash of each "
+                "file name, train.data.ibug.split_of: 10% test, 5% val); the test split takes no part "
+                "in training or model selection",
+        "imm": "IMM people 33-40 (the course projects' person split; the model was selected on it)",
+        "kaggle": f"the '{split}' part of the Kaggle-format file (10% of rows by a hash of the row)",
+    }.get(task.reader, split)
+    crop = ("crops made from the true points with the card's crop convention (as in tracking)"
+            if task.mode == "crop" else "the whole image")
+    return f"{where}; input: {crop}; NME = mean point error / outer-eye-corner distance"
 
 
 def parity(model: nn.Module, onnx_path: Path, card: ModelCard, batch: np.ndarray) -> float:
@@ -303,3 +332,96 @@ def latency_ms(onnx_path: Path, batch: int, size: int, channels: int, provider: 
         s.run(None, {"image": x})
         ts.append(time.perf_counter() - t)
     return float(np.median(ts) * 1000)
+
+
+def _latency(path: Path, size: int, channels: int) -> dict:
+    return {"batch1": round(latency_ms(path, 1, size, channels), 3),
+            "batch4": round(latency_ms(path, 4, size, channels), 3)}
+
+
+def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
+                      tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
+                      tensorrt: bool = False, flip_average: bool = False, echo=_echo) -> ModelCard:
+    """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
+
+    `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
+    and INT8 calibration. `calibration`: a box calibration file (`train.calibrate`); without one,
+    an existing NAME.json's calibration is kept. `int8`, `fp16`: also NAME.int8.onnx and
+    NAME.fp16.onnx, each with its own card. `tensorrt`: also NAME.engine, built last (raises
+    `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
+    Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
+    `tolerance` pixels. Returns the FP32 card.
+    """
+    from .calibrate import from_card, read as read_calibration
+    from .checkpoint import load_model
+    from .datasets import load_split, to_input
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ExportError(f"{out}: the file name must end in .onnx")
+    if int8 and not data:
+        raise ExportError("INT8 export needs the task's data: INT8 is calibrated on training crops")
+    model, task = load_model(checkpoint)
+    # read before anything is written: a bad calibration leaves the old export as it was
+    if calibration:
+        box_cal = read_calibration(calibration)
+    elif out.with_suffix(".json").exists():
+        box_cal = from_card(out.with_suffix(".json"))
+    else:
+        box_cal = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if flip_average:
+        from fkp_live import schemas
+
+        model = FlipAverage(model.eval(), schemas.get(task.schema).mirror_array(), task.size[0])
+    export_onnx(model, task, out)
+    cmd, train_data = read_training_command(Path(checkpoint).parent)
+    card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
+                     flip_average=flip_average)
+    if data:
+        val, _ = load_split(task, data, "val")
+        crops, _ = crops_of(val, task, limit=32)
+    else:
+        rng = np.random.default_rng(0)
+        w, h = task.size
+        crops = rng.integers(0, 256, (8, h, w, task.channels), dtype=np.uint8)
+    diff = parity(model, out, card, crops)
+    echo(f"parity: largest torch/ONNX Runtime difference {diff:.5f} px at {task.size[0]}px input "
+         f"({len(crops)} crops{' of real faces' if data else ', synthetic'})")
+    if diff > tolerance:
+        out.unlink()
+        raise ParityError(f"parity check failed: {diff:.4f} px > {tolerance} px; export removed")
+    card.metrics = {"parity_max_px": round(diff, 5)}
+    if data:
+        test, _ = load_split(task, data, metrics_split)
+        m = evaluate_onnx(out, card, test, task)
+        card.metrics.update({"split": metrics_split, "data": str(data), "protocol": protocol(task, metrics_split),
+                             "fp32": m})
+        echo(f"{metrics_split} metrics (ONNX Runtime, fp32): {json.dumps(m)}")
+    size, ch = task.size[0], task.channels
+    card.metrics["latency_ms_cpu_1thread"] = _latency(out, size, ch)
+    if int8:
+        train, _ = load_split(task, data, "train")
+        calib, _ = crops_of(train, task, limit=256)
+        q = out.with_name(out.stem + ".int8.onnx")
+        quantize_int8(out, q, to_input(calib).numpy())
+        qm = evaluate_onnx(q, card, test, task)
+        lat = _latency(q, size, ch)
+        f32 = card.metrics["latency_ms_cpu_1thread"]
+        card.metrics["int8"] = {"file": q.name, **qm, "latency_ms_cpu_1thread": lat,
+                                "speedup_batch1": round(f32["batch1"] / lat["batch1"], 2),
+                                "speedup_batch4": round(f32["batch4"] / lat["batch4"], 2)}
+        card_variant(card, q.stem).save(q.with_suffix(".json"))
+        echo(f"int8: {q} metrics {json.dumps(qm)} latency {lat} "
+             f"(fp32 {f32}, speed-up x{card.metrics['int8']['speedup_batch1']} at batch 1)")
+    if fp16:
+        f = out.with_name(out.stem + ".fp16.onnx")
+        convert_fp16(out, f)
+        card_variant(card, f.stem).save(f.with_suffix(".json"))
+        echo(f"fp16: {f} (for GPU execution providers)")
+    card.save(out.with_suffix(".json"))
+    echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
+    if tensorrt:
+        build_tensorrt(out, out.with_suffix(".engine"), input_size=size, channels=ch)
+        echo(f"tensorrt: wrote {out.with_suffix('.engine')}")
+    return card

@@ -131,10 +131,6 @@ class ResNet18(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = RegressionHead(cin, n_points)
 
-    @property
-    def features(self):  # the first conv, for kernel plots
-        return self.stem
-
     def forward(self, x):
         return self.head(self.pool(self.stages(self.stem(x))))
 
@@ -210,10 +206,6 @@ class MobileHeatmap(nn.Module):
         w, h = size
         self.decode = SoftArgmax(h // 4, w // 4, beta=1.0)
         self.presence = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1))
-
-    @property
-    def features(self):
-        return self.stem
 
     def forward(self, x):
         x = self.stem(x)

@@ -427,3 +427,37 @@ def per_point_bars(errors, schema: Schema, out_png, ylabel: str = "mean error (p
         ax.set_ylim(0, float(errors[ok].max()) * 1.18 or 1)
     ax.set_title(title or f"per-point error, {schema.name}", fontsize=11)
     return _save(fig, out_png)
+
+
+def plot_run(run, data=None, split: str = "val", out=None) -> list[str]:
+    """The plots of a run folder (`fkp-train plot`): loss curves from log.csv, best.pt's
+    first-layer kernels and, with `data`, its best and worst predictions on `split`, the CED
+    curve and per-point errors. PNGs go to `out` (default RUN/plots). -> the PNGs written."""
+    import torch
+
+    from fkp_live import schemas
+
+    from .checkpoint import CheckpointError, load_model
+    from .datasets import KeypointDataset, load_split
+    from .evaluate import predict_dataset, prediction_plots
+
+    run = Path(run)
+    out = Path(out) if out else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    if (run / "log.csv").exists():
+        made.append(loss_curves(run / "log.csv", out / "loss.png"))
+    ckpt = run / "best.pt"
+    if ckpt.exists():
+        model, task = load_model(ckpt)
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        made.append(kernels(first.weight.detach().numpy(), out / "kernels.png",
+                            title=f"{task.net}: first-layer kernels"))
+        if data:
+            samples, _ = load_split(task, data, split)
+            pred, truth, mask, _ = predict_dataset(model, KeypointDataset(samples, task, None))
+            made += prediction_plots(samples, pred, truth, mask, schemas.get(task.schema), out,
+                                     f"{task.name}: {split} split")
+    elif data:
+        raise CheckpointError(f"{run}: no best.pt to predict with")
+    return made

@@ -1,0 +1,114 @@
+"""Measuring models: a model's predictions and metrics over a dataset, a checkpoint's evaluation
+(`fkp-train eval`), the seeds' two-model combination, and prediction plots."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import echo as _echo
+from . import metrics
+from .datasets import KeypointDataset, to_frame
+
+
+@torch.no_grad()
+def predict_dataset(model, ds: KeypointDataset, batch: int = 64, device="cpu", loss_fn=None):
+    """Run a model over a dataset: (pred px, truth px, mask, presence prob), in image pixels.
+
+    With `loss_fn`, the same pass also gives the mean loss per sample (a fifth value).
+    """
+    model.eval()
+    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=0)
+    preds, confs, mats, loss = [], [], [], 0.0
+    for b in loader:
+        p, c = model(b["image"].to(device))
+        if loss_fn is not None:
+            loss += float(loss_fn(p, b["points"].to(device), b["mask"].to(device))) * len(p)
+        preds.append(p.float().cpu().numpy())
+        confs.append(torch.sigmoid(c).float().cpu().numpy())
+        mats.append(b["matrix"].numpy())
+    pred = to_frame(np.concatenate(preds), np.concatenate(mats), ds.task.size)
+    truth = np.stack([np.nan_to_num(s.points) for s in ds.samples]).astype(np.float32)
+    mask = np.stack([s.mask for s in ds.samples])
+    out = (pred, truth, mask, np.concatenate(confs))
+    return out + (loss / max(len(ds), 1),) if loss_fn is not None else out
+
+
+def evaluate(model, ds: KeypointDataset, device="cpu", loss_fn=None) -> dict:
+    """Metrics of a model on a dataset (plus "loss" with `loss_fn`), from one pass over it."""
+    pred, truth, mask, conf, *loss = predict_dataset(model, ds, device=device, loss_fn=loss_fn)
+    out = metrics.summary(pred, truth, mask, ds.schema)
+    out["presence"] = float(conf.mean())
+    if loss:
+        out["loss"] = loss[0]
+    return out
+
+
+def combine(pred_a, pred_b, task_a):
+    """The seeds' two-model answer: the points model A was trained on from A, the rest from B."""
+    from_a = np.zeros(pred_a.shape[1], bool)
+    from_a[list(task_a.label_subset or range(pred_a.shape[1]))] = True
+    return np.where(from_a[None, :, None], pred_a, pred_b)
+
+
+def prediction_plots(samples, pred, truth, mask, schema, out: Path, title: str) -> list[str]:
+    """Best and worst predictions, and for schemes with eyes the CED and per-point errors."""
+    from . import plots as pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    if schema.ocular is not None:
+        nme = metrics.nme_per_sample(pred, truth, mask, schema)
+        scores, fmt = nme * 100, "NME {:.2f}%"
+        made.append(pl.ced_curves({title: nme}, out / "ced.png"))
+        made.append(pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema, out / "per_point.png"))
+    else:
+        scores, fmt = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1), "{:.1f} px"
+    made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
+                                   out / "predictions.png", title=title, score_fmt=fmt))
+    return made
+
+
+def evaluate_checkpoint(checkpoint, data, split: str = "val", skip_bad: bool = False,
+                        two_model=None, plots=None, echo=_echo) -> dict:
+    """NME (inter-ocular, inter-pupil), RMSE, MAE, AUC@0.08, FR@0.08 of a checkpoint on a split.
+
+    Metrics are over every labelled point of the split (a task's label subset is not applied).
+    `two_model`: a second checkpoint for the points the first was not trained on; `plots`: a
+    folder for a prediction grid, CED curve and per-point errors. Skip reports and the plots
+    folder go to `echo(..., err=True)`.
+    """
+    from fkp_live import schemas
+
+    from .checkpoint import load_model
+    from .datasets import load_split
+
+    model, task = load_model(checkpoint)
+    plain = dataclasses.replace(task, label_subset=None, complete_only=False)
+    samples, rep = load_split(plain, data, split, skip_bad)
+    if rep:
+        echo(rep.summary(), err=True)
+    ds = KeypointDataset(samples, plain, None)
+    pred, truth, mask, conf = predict_dataset(model, ds)
+    if two_model:
+        model_b, task_b = load_model(two_model)
+        plain_b = dataclasses.replace(task_b, label_subset=None, complete_only=False)
+        pred_b, *_ = predict_dataset(model_b, KeypointDataset(samples, plain_b, None))
+        pred = combine(pred, pred_b, task)
+    schema = schemas.get(task.schema)
+    res = metrics.summary(pred, truth, mask, schema)
+    res["presence"] = float(conf.mean())
+    if task.reader == "imm":
+        # IMM views: 1-2 frontal, 3-4 turned about 30 degrees, 5 spot light, 6 free expression
+        views = np.array([int(re.match(r"\d+-(\d)", Path(s.source).name).group(1)) for s in samples])
+        err = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1)
+        res["mean_px_by_view"] = {str(v): round(float(err[views == v].mean()), 3) for v in sorted(set(views))}
+    res = {"checkpoint": str(checkpoint), "two_model": two_model, "split": split, "task": task.name, **res}
+    if plots:
+        prediction_plots(samples, pred, truth, mask, schema, Path(plots), f"{task.name} on {split}")
+        echo(f"plots in {plots}", err=True)
+    return res
