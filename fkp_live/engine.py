@@ -15,6 +15,7 @@ not in the CLI, and what it measured comes back as values in a `RunResult`.
 """
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
@@ -73,25 +74,130 @@ class StopFlag:
             signal.signal(s, h)
 
 
+_END = object()
+
+
+class _Prefetch:
+    """Iterate a source in a thread into a bounded queue, so decoding (PyAV releases the GIL)
+    overlaps the model. Exceptions reach the caller at the frame where they happened."""
+
+    def __init__(self, source: Iterable, depth: int = 4):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iter(source),), name="fkp-decode", daemon=True)
+        self._thread.start()
+
+    def _work(self, it) -> None:
+        try:
+            for item in it:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as e:  # handed over to the consumer
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._q.get()
+        if item is _END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+class _Writer:
+    """Calls `sink.write` in its own thread through a bounded queue (encoding overlaps the model).
+    A failure is raised in the caller at the next write or at close."""
+
+    def __init__(self, sink, depth: int = 4):
+        self.sink = sink
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="fkp-write", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            if self._error is None:
+                try:
+                    self.sink.write(*item)
+                except BaseException as e:
+                    self._error = e
+
+    def write(self, frame, faces) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((frame, faces))
+
+    def close(self) -> None:
+        """Wait until every queued frame is written; re-raise a failure."""
+        self._q.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None, still: bool | None = None,
         max_frames: int | None = None, stop: StopFlag | None = None,
-        progress: Callable | None = None, on_events: Callable | None = None) -> RunResult:
+        progress: Callable | None = None, on_events: Callable | None = None,
+        threads: bool = True) -> RunResult:
     """Read every frame of `source`, track it, and hand `(frame, faces)` to each sink.
 
     overlay: `overlay(frame, faces) -> frame` draws the picture the sinks with `picture = True`
     receive (drawn once per frame, on a copy); the others get the frame as decoded.
     still: frames are unrelated pictures (default: the source's `still`): no tracking between them.
     progress(result, n_faces) after each frame; on_events(frame, events) when faces come or go.
+    threads: decode ahead in a thread (sources that do not read ahead themselves) and write the
+    sinks marked `threaded` (the MP4 encoder) in their own thread, each through a bounded queue.
     The sinks are not closed here: open them in a `with` block around the call.
     """
     res = RunResult()
     st = res.stage_seconds
     sinks = list(sinks)
-    pictures = [s for s in sinks if getattr(s, "picture", False)]
-    data = [s for s in sinks if not getattr(s, "picture", False)]
+    writers = [_Writer(s) if threads and getattr(s, "threaded", False) else s for s in sinks]
+    pictures = [w for w, s in zip(writers, sinks) if getattr(s, "picture", False)]
+    data = [w for w, s in zip(writers, sinks) if not getattr(s, "picture", False)]
     still = getattr(source, "still", False) if still is None else still
-    it = iter(source)
+    prefetch = threads and getattr(source, "prefetch", False)
+    it = _Prefetch(source) if prefetch else iter(source)
     t_start = time.perf_counter()
+    try:
+        _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events)
+    finally:
+        if prefetch:
+            it.close()
+        t0 = time.perf_counter()
+        try:
+            for w in writers:
+                if isinstance(w, _Writer):
+                    w.close()  # the frames still queued are written before the sinks close
+        finally:
+            st["write"] += time.perf_counter() - t0
+            res.seconds = time.perf_counter() - t_start
+    return res
+
+
+def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events) -> None:
+    st = res.stage_seconds
     while True:
         if stop is not None and stop.stop:
             res.interrupted = True
@@ -120,7 +226,7 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
             s.write(frame, faces)
         for s in pictures:
             s.write(shown, faces)
-            res.quit |= bool(s.stop_requested)
+            res.quit |= bool(getattr(s, "stop_requested", False))
         st["write"] += time.perf_counter() - t2
         res.frames += 1
         res.faces += len(faces)
@@ -130,5 +236,3 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
             progress(res, len(faces))
         if res.quit:
             break
-    res.seconds = time.perf_counter() - t_start
-    return res

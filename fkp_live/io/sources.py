@@ -46,6 +46,7 @@ class Source:
     path: Path | None = None  # the media file, for copying its audio
     still: bool = False  # frames are unrelated pictures: no tracking between them
     live: bool = False  # a camera: frames may be dropped, no end
+    prefetch: bool = True  # the run engine may read it ahead in a thread (not the camera: it has its own)
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -196,6 +197,7 @@ class CameraSource(Source):
     frame downstream never stalls capture and the newest picture is processed next."""
 
     live = True
+    prefetch = False
 
     def __init__(self, index: int, queue_size: int = 2, capture=None, open_timeout: float = 5.0):
         self.index = index

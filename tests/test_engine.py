@@ -1,0 +1,102 @@
+"""The run engine: the loop, its read-ahead and writer threads, and what it reports."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fkp_live.engine import StopFlag, run
+from fkp_live.frame import Frame
+from fkp_live.track.tracker import Tracked
+
+
+class _Source:
+    """Frames 0..n-1 (their index painted into the pixels); optionally fails at frame `fail_at`."""
+
+    prefetch = True
+    still = False
+
+    def __init__(self, n, fail_at=None):
+        self.n, self.fail_at = n, fail_at
+
+    def __iter__(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise OSError(f"decoding failed at frame {i}")
+            yield Frame(i, i / 30, np.full((8, 8, 3), i % 256, np.uint8))
+
+
+class _Tracker:
+    """One fake face per frame whose id is the frame index (the engine's contract, no model)."""
+
+    def track(self, frame, still=False):
+        return Tracked([_Face(frame.index)], [], {"detect": 0.0, "infer": 0.001})
+
+
+class _Face:
+    def __init__(self, i):
+        self.id = i
+
+
+class _Sink:
+    picture = False
+    threaded = False
+
+    def __init__(self, fail_at=None):
+        self.seen, self.fail_at = [], fail_at
+
+    def write(self, frame, faces):
+        if frame.index == self.fail_at:
+            raise OSError("disk full")
+        assert int(frame.image[0, 0, 0]) == frame.index % 256  # the pixels belong to this frame
+        self.seen.append((frame.index, faces[0].id))
+
+
+class _ThreadedPictureSink(_Sink):
+    picture = True
+    threaded = True
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_every_frame_reaches_every_sink_in_order(threads):
+    data, pic = _Sink(), _ThreadedPictureSink()
+    drawn = []
+
+    def overlay(frame, faces):
+        drawn.append(frame.index)
+        return Frame(frame.index, frame.pts_seconds, frame.image.copy())
+
+    res = run(_Source(200), _Tracker(), [data, pic], overlay=overlay, threads=threads)
+    assert res.frames == 200 and res.faces == 200
+    assert data.seen == pic.seen == [(i, i) for i in range(200)]
+    assert drawn == list(range(200))  # drawn once per frame, for the picture sink only
+    ms = res.ms_per_frame()
+    assert set(ms) >= {"decode", "infer", "draw", "write"} and ms["infer"] == pytest.approx(1.0)
+
+
+def test_a_decode_error_reaches_the_caller_after_the_frames_before_it():
+    sink = _Sink()
+    with pytest.raises(OSError, match="frame 57"):
+        run(_Source(100, fail_at=57), _Tracker(), [sink])
+    assert [i for i, _ in sink.seen] == list(range(57))
+
+
+def test_a_failing_threaded_writer_stops_the_run_with_its_error():
+    sink = _ThreadedPictureSink(fail_at=20)
+    with pytest.raises(OSError, match="disk full"):
+        run(_Source(500), _Tracker(), [sink])
+    assert [i for i, _ in sink.seen] == list(range(20))
+
+
+def test_max_frames_and_stop_end_the_run_with_queued_frames_written():
+    sink = _ThreadedPictureSink()
+    res = run(_Source(10_000), _Tracker(), [sink], max_frames=33)
+    assert res.frames == 33 and len(sink.seen) == 33
+    stop = StopFlag()
+
+    def progress(r, _n):
+        if r.frames == 12:
+            stop.stop = True
+
+    sink = _ThreadedPictureSink()
+    res = run(_Source(10_000), _Tracker(), [sink], stop=stop, progress=progress)
+    assert res.interrupted and res.frames == 12 and len(sink.seen) == 12
