@@ -22,6 +22,16 @@ Examples:
   fkp-live --images faces/ --csv faces.csv   one CSV row per face per image (file in `source`)
   fkp-live --video talk.mp4 --draw points,box,ids,fps --smooth 2 --max-faces 2
   fkp-live --video talk.mp4 --device cpu --threads 2 --stats --no-display
+  fkp-live --video talk.mp4 --analysis pose,eyes,mouth --draw all --csv talk.csv -o talk_fkp.mp4
+                                             head pose, eye openness, blinks and mouth in the CSV,
+                                             pose axes drawn
+  fkp-live --video talk.mp4 --crops crops/ --crop-size 112 --crops-every 5 --no-display
+                                             eye-aligned face crops, f{frame:06d}_id{face_id}.png
+  fkp-live --videos 'clips/*.mp4' --out-dir out/ --jobs 4 --mp4
+                                             many videos: out/NAME.csv (+ .mp4) each, out/manifest.csv;
+                                             run it again to resume
+  fkp-live --videos clips/ --out-dir out/ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+                                             one shard of the set per array task (see examples/)
   fkp-live bench --video talk.mp4            speed, memory and smoothing figures
 
 \b
@@ -29,9 +39,22 @@ Every option can also come from the environment: FKP_LIVE_<OPTION>, e.g.
   FKP_LIVE_DEVICE=cpu FKP_LIVE_NO_DISPLAY=1 fkp-live --video talk.mp4 --csv out.csv
 
 \b
-CSV columns: frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1}
+CSV columns (OpenFace's names and order): frame,face_id,timestamp,confidence,success,
+x_0..x_{N-1},y_0..y_{N-1}, then with --analysis: pose_Tx,pose_Ty,pose_Tz (mm),
+pose_Rx,pose_Ry,pose_Rz (degrees, not OpenFace's radians), ear_l,ear_r,blink, mouth_open
 (+ source for --images); a frame without a face has one row with face_id -1, success 0.
-Exit status: 0 done, 1 failed while running, 2 bad usage or input, 130 interrupted.
+
+\b
+Head pose: cv2.solvePnP against a generic 3D face (from MediaPipe's canonical face model) in a
+pinhole camera with focal length --focal (default: the frame width) and the principal point at
+the image centre, no distortion. Rx pitch (> 0 looking down), Ry yaw (> 0 turned towards the
+image's left), Rz roll (> 0 clockwise); T in mm, camera axes (x right, y down, z forward).
+Eyes: eye aspect ratio per eye (ear_l: the image-left eye), blink = 1 while the mean EAR is
+below --blink-threshold (until it rises 0.02 above it). mouth_open: inner-lip height / width.
+
+\b
+Exit status: 0 done, 1 failed while running (with --videos: a video failed), 2 bad usage or
+input, 130 interrupted.
 Ctrl-C (or SIGTERM) stops after the current frame: outputs are finalised and playable.
 """
 
@@ -88,6 +111,9 @@ def _device_line(tracker) -> str:
 @click.option("--video", metavar="PATH", help="Read a video file (any format FFmpeg reads).")
 @click.option("--images", metavar="DIR", help="Read every image in a folder, sorted by name.")
 @click.option("--demo", is_flag=True, help="The built-in demo: a portrait moving smoothly (needs nothing).")
+@click.option("--videos", metavar="DIR|GLOB",
+              help="Many videos (a folder's video files, or a quoted glob such as 'clips/**/*.mp4'): one CSV "
+                   "(and MP4 with --mp4) per video in --out-dir, a resumable manifest.")
 @click.option("--demo-frames", type=click.IntRange(min=1), default=300, show_default=True,
               help="Length of the demo.")
 @click.option("--model", metavar="NAME|PATH", default=None,
@@ -110,22 +136,45 @@ def _device_line(tracker) -> str:
               help="Drop a face when the model's confidence falls below this.")
 @click.option("-o", "--output", metavar="OUT.mp4", help="Write the annotated video (H.264 MP4, source audio kept).")
 @click.option("--draw", "draw_layers", metavar="LAYERS", default="points,contours,ids", show_default=True,
-              help="Overlay: any of points,contours,ids,box,fps (or all, none).")
+              help="Overlay: any of points,contours,ids,box,fps,pose (or all, none); pose draws the head's axes.")
 @click.option("--csv", metavar="PATH", help="Write keypoints as CSV (OpenFace-style columns).")
 @click.option("--jsonl", metavar="PATH", help="Write keypoints as JSON Lines, one frame per line.")
+@click.option("--analysis", metavar="LIST", default="none", show_default=True,
+              help="Per-face analysis in the CSV, JSONL and Python API: any of pose,eyes,mouth (or all, "
+                   "none). pose: head pose (pose_T* mm, pose_R* degrees); eyes: eye aspect ratios and blink; "
+                   "mouth: inner-lip openness. Needs a 68-point iBUG model.")
+@click.option("--focal", type=click.FloatRange(min=1, min_open=False), metavar="PX",
+              help="Camera focal length in pixels for the head pose [default: the frame width].")
+@click.option("--blink-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, metavar="EAR",
+              help="Eyes count as shut (blink 1) below this mean eye aspect ratio.")
+@click.option("--crops", metavar="DIR",
+              help="Write each face, aligned on its eyes, as DIR/f{frame:06d}_id{face_id}.png (the CSV row's "
+                   "frame and face_id); with --videos, DIR/NAME/ per video.")
+@click.option("--crop-size", type=click.IntRange(min=8), metavar="PX",
+              help="Side of the square --crops images [default: 112].")
+@click.option("--crops-every", type=click.IntRange(min=1), metavar="N",
+              help="Crops of every Nth frame only (frame numbers divisible by N) [default: 1].")
+@click.option("--out-dir", metavar="DIR", help="With --videos: the folder for the outputs and manifest.csv.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="With --videos: N worker processes, each with its own tracker (1 ONNX thread each).")
+@click.option("--shard", metavar="K/N",
+              help="With --videos: only every Nth video of the sorted list from the Kth (K = 0..N-1), for "
+                   "Slurm array jobs and Kubernetes indexed Jobs.")
+@click.option("--mp4", is_flag=True, help="With --videos: also write the annotated OUT/NAME.mp4 per video.")
 @click.option("--no-display", is_flag=True, help="No window (the default where there is no display).")
 @click.option("--max-frames", type=click.IntRange(min=1), metavar="N", help="Stop after N frames.")
 @click.option("--stats", is_flag=True, help="Print the per-stage timing table and memory at the end.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="ONNX Runtime threads [default: all cores].")
 @click.option("-v", "--verbose", count=True, help="Log faces found and lost; show tracebacks.")
 @click.version_option(package_name="fkp-live", prog_name="fkp-live")
-def run(camera, video, images, demo, demo_frames, model, device, detector, redetect_every, max_faces, smooth,
-        no_smooth, min_confidence, output, draw_layers, csv, jsonl, no_display, max_frames, stats, threads,
-        verbose):
+def run(camera, video, images, demo, videos, demo_frames, model, device, detector, redetect_every, max_faces,
+        smooth, no_smooth, min_confidence, output, draw_layers, csv, jsonl, analysis, focal, blink_threshold, crops,
+        crop_size, crops_every, out_dir, jobs, shard, mp4, no_display, max_frames, stats, threads, verbose):
     """Track facial keypoints live, or in a video or image folder, and save or show them.
 
-    Give one source (--camera, --video, --images or --demo) and any outputs (--output, --csv,
-    --jsonl). A window shows the result unless --no-display is given or there is no display.
+    Give one source (--camera, --video, --images, --demo, or --videos for many files) and any
+    outputs (--output, --csv, --jsonl, --crops). A window shows the result unless --no-display is
+    given or there is no display. --analysis adds head pose, eye and mouth measures per face.
     """
     _setup_logging(verbose)
     try:
@@ -139,6 +188,7 @@ def run(camera, video, images, demo, demo_frames, model, device, detector, redet
         from .card import ModelError
         from .track.detect import DetectorError
         from .track.landmarker import DeviceError
+        from .batch import BatchError
         from .io.sinks import SinkError
         from .io.sources import SourceError
 
@@ -147,28 +197,72 @@ def run(camera, video, images, demo, demo_frames, model, device, detector, redet
         if isinstance(e, SourceError):
             _fail(str(e))
             return e.exit_code
-        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError)):
+        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError, BatchError)):
             _fail(str(e))
             return 2
         _fail(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with -v for details)"))
         return 1
 
 
-def _run(o: dict) -> int:
-    from .engine import StopFlag
-    from .engine import run as run_frames
-    from .io.sinks import CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
-    from .io.sources import open_source
-    from .render.draw import Overlay, parse_layers
-    from .track.tracker import Tracker
+def _check_common(o: dict):
+    """Options shared by single runs and --videos: overlay layers, analysis kinds, crops."""
+    from .analysis.analyser import parse_kinds
+    from .render.draw import parse_layers
 
-    n_src = sum(x is not None and x is not False for x in (o["camera"], o["video"], o["images"], o["demo"] or None))
-    if n_src != 1:
-        raise click.UsageError("give exactly one source: --camera N, --video PATH, --images DIR or --demo")
     try:
         layers = parse_layers(o["draw_layers"])
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--draw") from None
+    try:
+        kinds = parse_kinds(o["analysis"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--analysis") from None
+    if not o["crops"]:
+        for name in ("crop_size", "crops_every"):
+            if o[name] is not None:
+                raise click.UsageError(f"--{name.replace('_', '-')} goes with --crops DIR")
+    return layers, kinds
+
+
+def _analysing(tracker, kinds, layers, o: dict, shown: bool = True):
+    """Wrap the tracker so faces carry their analysis, when any is asked for, or when a picture
+    (window, MP4) shows the pose layer."""
+    named_pose = "pose" in {t.strip().lower() for t in (o["draw_layers"] or "").split(",")}
+    if tracker.schema.n != 68 and (kinds or named_pose):
+        why = "--analysis" if kinds else "--draw pose"
+        raise click.UsageError(f"{why} needs a 68-point iBUG model; {tracker.schema.name} has "
+                               f"{tracker.schema.n} points")
+    wanted = set(kinds)
+    if shown and "pose" in layers and tracker.schema.n == 68:  # 'all' draws pose only where it can
+        wanted.add("pose")
+    if not wanted:
+        return tracker
+    from .analysis import Analyser, AnalysingTracker
+
+    return AnalysingTracker(tracker, Analyser(wanted, focal=o["focal"], blink_threshold=o["blink_threshold"]))
+
+
+def _run(o: dict) -> int:
+    from .engine import StopFlag
+    from .engine import run as run_frames
+    from .io.sinks import CropSink, CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
+    from .io.sources import open_source
+    from .render.draw import Overlay
+    from .track.tracker import Tracker
+
+    n_src = sum(x is not None and x is not False
+                for x in (o["camera"], o["video"], o["images"], o["demo"] or None, o["videos"]))
+    if n_src != 1:
+        raise click.UsageError("give exactly one source: --camera N, --video PATH, --images DIR, --demo "
+                               "or --videos DIR|GLOB")
+    layers, kinds = _check_common(o)
+    if o["videos"]:
+        return _run_batch(o, layers, kinds)
+    for name in ("out_dir", "shard", "mp4"):
+        if o[name]:
+            raise click.UsageError(f"--{name.replace('_', '-')} goes with --videos")
+    if o["jobs"] != 1:
+        raise click.UsageError("--jobs goes with --videos")
     outs = [(o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl")]
     for path, what in outs:  # before anything slow, so a typo costs nothing
         if path:
@@ -194,13 +288,20 @@ def _run(o: dict) -> int:
             sinks.append(stack.enter_context(Mp4Sink(
                 o["output"], fps=source.fps, audio_from=source.path if getattr(source, "has_audio", False) else None)))
         if o["csv"]:
-            sinks.append(stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still)))
+            sinks.append(stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still,
+                                                     analysis=kinds)))
         if o["jsonl"]:
             sinks.append(stack.enter_context(JsonlSink(o["jsonl"])))
+        if o["crops"]:
+            sinks.append(stack.enter_context(CropSink(o["crops"], tracker.schema, o["crop_size"] or 112,
+                                                      o["crops_every"] or 1)))
         if not o["no_display"]:
             window = stack.enter_context(WindowSink(f"fkp-live: {source.name}"))
             if window.enabled:
                 sinks.append(window)
+        # faces carry their analysis when asked for, or when a picture shows the pose
+        shown = any(getattr(s, "picture", False) for s in sinks)
+        tracker = _analysing(tracker, kinds, layers, o, shown)
 
         bar = None
         if not source.live:
@@ -252,9 +353,79 @@ def _run(o: dict) -> int:
     return 0
 
 
+def _run_batch(o: dict, layers, kinds) -> int:
+    from .batch import BatchError, Options, parse_shard, run_batch
+
+    for opt, what in ((o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl")):
+        if opt:
+            raise click.UsageError(f"{what} goes with one source; with --videos every video gets OUT/NAME.csv "
+                                   "(and OUT/NAME.mp4 with --mp4) in --out-dir")
+    if not o["out_dir"]:
+        raise click.UsageError("--videos needs --out-dir DIR for the outputs and the manifest")
+    try:
+        shard_kn = parse_shard(o["shard"])
+    except BatchError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1], param_hint="--shard") from None
+    tracker_opts = dict(model=o["model"], device=o["device"],
+                        threads=o["threads"] or (1 if o["jobs"] > 1 else None), detector=o["detector"],
+                        redetect_every=o["redetect_every"], max_faces=o["max_faces"],
+                        smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"],
+                        quiet=not o["verbose"])
+    opts = Options(tracker=tracker_opts, analysis=kinds, focal=o["focal"], blink_threshold=o["blink_threshold"],
+                   mp4=o["mp4"], draw=",".join(sorted(layers)) or "none", crops=o["crops"],
+                   crop_size=o["crop_size"] or 112, crops_every=o["crops_every"] or 1, max_frames=o["max_frames"])
+    from .batch import find_videos
+
+    files = find_videos(o["videos"])  # a bad spec fails before any model is loaded
+    tracker = None
+    if o["jobs"] == 1:  # in this process: load (and check) the model once, here
+        from .track.tracker import Tracker
+
+        tracker = _analysing(Tracker(**tracker_opts), kinds, layers, o, shown=o["mp4"])
+        log.info(_device_line(tracker))
+    else:  # the workers load it; its card is checked here, before any worker starts
+        from .card import ModelCard, resolve
+
+        n = ModelCard.load(resolve(o["model"])[1]).keypoints.n
+        named_pose = "pose" in {t.strip().lower() for t in (o["draw_layers"] or "").split(",")}
+        if n != 68 and (kinds or named_pose):
+            raise click.UsageError(f"{'--analysis' if kinds else '--draw pose'} needs a 68-point iBUG model; "
+                                   f"this one has {n} points")
+        if n != 68:
+            opts.draw = ",".join(sorted(layers - {"pose"})) or "none"
+    shard_note = f" (shard {shard_kn[0]}/{shard_kn[1]})" if shard_kn else ""
+    log.info("%d video%s%s into %s, %d job%s", len(files), "s" * (len(files) != 1), shard_note, o["out_dir"],
+             o["jobs"], "s" * (o["jobs"] != 1))
+    try:
+        res = run_batch(files, o["out_dir"], opts, jobs=o["jobs"], shard_kn=shard_kn,
+                        echo=lambda s: click.echo(f"fkp-live: {s}", err=True), tracker=tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    click.echo(f"fkp-live: {res.total} video{'s' * (res.total != 1)}{shard_note}: {res.done} done now, "
+               f"{res.skipped} already done, {res.failed} failed; manifest {res.manifest}", err=True)
+    for f, err in res.failures:
+        click.echo(f"fkp-live: failed: {err if f in err else f + ': ' + err}", err=True)
+    if res.interrupted:
+        click.echo("fkp-live: interrupted; run the same command again to resume", err=True)
+        return 130
+    return 1 if res.failed else 0
+
+
+def _stage_ms(res) -> dict[str, float]:
+    """The engine's stages, with the analysis (a stage of the analysing tracker) after smoothing."""
+    ms = res.ms_per_frame()
+    if "analyse" in res.stage_seconds and "analyse" not in ms:
+        a = 1000.0 * res.stage_seconds["analyse"] / max(res.frames, 1)
+        keys = list(ms)
+        at = keys.index("smooth") + 1 if "smooth" in keys else len(keys)
+        ms = {**{k: ms[k] for k in keys[:at]}, "analyse": a, **{k: ms[k] for k in keys[at:]}}
+    return ms
+
+
 def _summary(source, tracker, res, o: dict) -> None:
     fps = res.fps
-    ms = res.ms_per_frame()
+    ms = _stage_ms(res)
     stages = " ".join(f"{k} {v:.2f}" for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)
@@ -265,7 +436,7 @@ def _summary(source, tracker, res, o: dict) -> None:
     if res.frames and not res.frames_with_face:
         click.echo(f"fkp-live: warning: no face found in any of the {res.frames} frames of {source.name}; "
                    "check the input, or try --detector blazeface-full for small faces", err=True)
-    for p in (o["output"], o["csv"], o["jsonl"]):
+    for p in (o["output"], o["csv"], o["jsonl"], o["crops"]):
         if p and res.frames:
             click.echo(f"fkp-live: wrote {p}", err=True)
     if o["stats"]:

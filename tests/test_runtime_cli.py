@@ -47,7 +47,7 @@ def test_video_to_mp4_csv_jsonl(tmp_path, model_path, face_video):
     assert code == 0, out
     assert "12 frames" in out and "ms per frame" in out and "infer" in out and "peak RSS" in out
     rows = list(csv.reader(c.open()))
-    assert len(rows) == 13 and rows[1][2] == "0" and rows[1][4] == "1"
+    assert len(rows) == 13 and rows[1][1] == "0" and rows[1][4] == "1"  # face_id, success
     assert len(j.read_text().splitlines()) == 12
     import av
 
@@ -83,6 +83,22 @@ def test_options_from_environment(tmp_path, model_path):
     (["--demo", "--model", "{tmp}/corrupt.onnx"], 2, "corrupt.onnx is not a valid ONNX model"),
     (["--demo", "--model", "{tmp}/nocard.onnx"], 2, "card .*nocard.json is missing"),
     (["--demo", "--max-faces", "0"], 2, "--max-faces"),
+    (["--demo", "--analysis", "pose,gaze"], 2, "unknown analysis gaze"),
+    (["--demo", "--analysis", "pose", "--model", "imm58"], 2, "68-point iBUG model"),
+    (["--demo", "--draw", "pose", "--model", "kaggle15"], 2, "68-point iBUG model"),
+    (["--demo", "--crop-size", "64"], 2, "--crop-size goes with --crops"),
+    (["--demo", "--crops", "{tmp}/text.mp4"], 2, "is a file"),
+    (["--demo", "--out-dir", "{tmp}/o"], 2, "--out-dir goes with --videos"),
+    (["--demo", "--jobs", "2"], 2, "--jobs goes with --videos"),
+    (["--demo", "--mp4"], 2, "--mp4 goes with --videos"),
+    (["--videos", "{tmp}/nothing", "--out-dir", "{tmp}/o"], 2, "holds no video files"),
+    (["--videos", "{tmp}/*.mkv", "--out-dir", "{tmp}/o"], 2, "no file matches"),
+    (["--videos", "{tmp}/missing", "--out-dir", "{tmp}/o"], 2, "missing does not exist"),
+    (["--videos", "{tmp}", "--csv", "{tmp}/a.csv", "--out-dir", "{tmp}/o"], 2, "--csv goes with one source"),
+    (["--videos", "{tmp}"], 2, "needs --out-dir"),
+    (["--videos", "{tmp}", "--out-dir", "{tmp}/o", "--shard", "4/4"], 2, "K must be 0..N-1"),
+    (["--videos", "{tmp}", "--out-dir", "{tmp}/o", "--shard", "x"], 2, "give K/N"),
+    (["--videos", "{tmp}", "--demo"], 2, "exactly one source"),
 ])
 def test_bad_input_one_line_and_exit_code(tmp_path, model_path, face_video, args, code, pattern):
     import re
@@ -102,6 +118,65 @@ def test_bad_input_one_line_and_exit_code(tmp_path, model_path, face_video, args
     got, out = invoke(*args, "--no-display", "--demo-frames", "2")
     assert got == code, out
     assert re.search(pattern, err_line(out)), out
+
+
+def test_help_documents_analysis_crops_and_batches():
+    code, out = invoke("--help")
+    assert code == 0
+    for s in ("--analysis", "pose,eyes,mouth", "pose_Rx", "--focal", "frame width", "--crops", "--crop-size",
+              "--crops-every", "f{frame:06d}_id{face_id}.png", "--videos", "--out-dir", "--jobs", "--shard",
+              "manifest.csv", "frame,face_id,timestamp,confidence,success"):
+        assert s in out, s
+
+
+@pytest.mark.parametrize("which", ["fake", "shipped"])
+def test_analysis_in_csv_jsonl_and_overlay(tmp_path, model_path, which):
+    from conftest import SHIPPED
+
+    if which == "shipped" and not SHIPPED.exists():
+        pytest.skip("no shipped model")
+    model = model_path if which == "fake" else "fast"
+    c, j, o = tmp_path / "o.csv", tmp_path / "o.jsonl", tmp_path / "o.mp4"
+    code, out = invoke("--demo", "--demo-frames", 6, "--model", model, "--detector", "haar", "--analysis", "all",
+                       "--draw", "all", "--csv", c, "--jsonl", j, "-o", o, "--no-display", "--stats")
+    assert code == 0, out
+    assert "analyse" in out  # its own stage in the timings
+    rows = list(csv.DictReader(c.open()))
+    assert len(rows) == 6 and all(r["success"] == "1" for r in rows)
+    for r in rows:
+        assert 200 < float(r["pose_Tz"]) < 3000 and abs(float(r["pose_Rz"])) < 30
+        assert 0.05 < float(r["ear_l"]) < 0.6 and r["blink"] in ("0", "1") and float(r["mouth_open"]) >= 0
+    faces = json.loads(j.read_text().splitlines()[-1])["faces"]
+    assert set(faces[0]["pose"]) == {"Tx", "Ty", "Tz", "Rx", "Ry", "Rz"} and "ear_r" in faces[0]
+    # analysis off (the default): the old columns only
+    code, out = invoke("--demo", "--demo-frames", 2, "--model", model, "--detector", "haar", "--csv", c,
+                       "--no-display", "--stats")
+    assert code == 0 and "analyse" not in out
+    assert "pose_Tx" not in c.read_text() and "ear_l" not in c.read_text()
+    # pose drawn but not asked for in the CSV: computed for the overlay only
+    code, out = invoke("--demo", "--demo-frames", 2, "--model", model, "--detector", "haar", "--csv", c,
+                       "-o", o, "--draw", "points,pose", "--no-display")
+    assert code == 0 and "pose_Tx" not in c.read_text()
+
+
+def test_draw_all_with_a_model_without_68_points_skips_pose(tmp_path):
+    code, out = invoke("--demo", "--demo-frames", 2, "--model", "imm58", "--draw", "all", "-o", tmp_path / "o.mp4",
+                       "--no-display")
+    assert code == 0, out
+
+
+def test_crops_map_to_csv_rows(tmp_path, model_path):
+    c, crops = tmp_path / "o.csv", tmp_path / "crops"
+    code, out = invoke("--demo", "--demo-frames", 10, "--model", model_path, "--detector", "haar", "--csv", c,
+                       "--crops", crops, "--crop-size", 64, "--crops-every", 3, "--no-display")
+    assert code == 0, out
+    rows = {(int(r["frame"]), int(r["face_id"])) for r in csv.DictReader(c.open()) if r["success"] == "1"}
+    files = sorted(p.name for p in crops.iterdir())
+    assert files == [f"f{i:06d}_id0.png" for i in (0, 3, 6, 9)]
+    for name in files:
+        frame, fid = int(name[1:7]), int(name.split("_id")[1][:-4])
+        assert (frame, fid) in rows
+        assert cv2.imread(str(crops / name)).shape == (64, 64, 3)
 
 
 def test_unreadable_image_in_folder_is_skipped_and_reported(tmp_path, model_path):

@@ -23,10 +23,17 @@ from runtime_helpers import write_video
 
 
 def _decode(path):
+    """(frames as (time, BGR)), the video stream's properties, the stream kinds). The properties
+    are copied while the file is open: a PyAV stream must not be read after its container closes."""
+    from types import SimpleNamespace
+
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         frames = [(f.time, f.to_ndarray(format="bgr24")) for f in c.decode(v)]
-        return frames, v, [s.type for s in c.streams]
+        props = SimpleNamespace(width=v.width, height=v.height, average_rate=v.average_rate,
+                                codec_context=SimpleNamespace(name=v.codec_context.name,
+                                                              pix_fmt=v.codec_context.pix_fmt))
+        return frames, props, [s.type for s in c.streams]
 
 
 def test_mp4_frames_rate_timestamps_and_odd_size(tmp_path):
@@ -112,12 +119,12 @@ def test_csv_layout_and_rows_are_flushed_as_written(tmp_path):
     # readable before close: flushed frame by frame
     rows = list(csv.reader(path.open()))
     header = rows[0]
-    assert header[:5] == ["frame", "timestamp", "face_id", "confidence", "success"]
+    assert header[:5] == ["frame", "face_id", "timestamp", "confidence", "success"]  # OpenFace's order
     assert header[5:7] == ["x_0", "x_1"] and header[72] == "x_67" and header[73] == "y_0" and header[-1] == "y_67"
     assert len(header) == 5 + 136
-    assert rows[1][:5] == ["0", "0.000", "0", "0.900", "1"]
+    assert rows[1][:5] == ["0", "0", "0.000", "0.900", "1"]
     assert float(rows[2][5]) == pytest.approx(1.25) and float(rows[2][73]) == pytest.approx(1.5)
-    assert rows[3][:5] == ["1", "0.033", "-1", "0.000", "0"] and rows[3][5:] == [""] * 136
+    assert rows[3][:5] == ["1", "-1", "0.033", "0.000", "0"] and rows[3][5:] == [""] * 136
     sink.close()
 
 
@@ -126,7 +133,45 @@ def test_csv_source_column_for_image_folders(tmp_path):
     with CsvSink(path, 5, with_source=True) as sink:
         sink.write(Frame(0, None, None, source="a, b.jpg"), [_face(0, n=5)])
     rows = list(csv.reader(path.open()))
-    assert rows[0][-1] == "source" and rows[1][-1] == "a, b.jpg" and rows[1][1] == ""
+    assert rows[0][-1] == "source" and rows[1][-1] == "a, b.jpg" and rows[1][2] == ""
+
+
+def _analysed(i, n=68):
+    from fkp_live.analysis import FaceAnalysis, with_analysis
+    from fkp_live.analysis.pose import Pose
+
+    z = np.zeros((3, 1))
+    pose = Pose(1.234, -20.5, 3.0, 10.04, -5.0, 612.36, z, z, np.eye(3))
+    return with_analysis(_face(i, n), FaceAnalysis(i, pose, 0.3123, 0.2899, False, 0.05))
+
+
+def test_csv_and_jsonl_analysis_columns(tmp_path):
+    """Asked-for analysis adds OpenFace's pose columns (mm, degrees) and ours; off, nothing changes."""
+    path = tmp_path / "o.csv"
+    with CsvSink(path, 68, analysis=("pose", "eyes", "mouth"), with_source=True) as sink:
+        sink.write(Frame(0, 0.0, None, source="a.jpg"), [_analysed(0), _face(1)])  # face 1: no analysis
+        sink.write(Frame(1, 0.1, None, source="b.jpg"), [])
+    rows = list(csv.DictReader(path.open()))
+    head = path.read_text().splitlines()[0].split(",")
+    assert head[5 + 136:] == ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz", "ear_l", "ear_r",
+                              "blink", "mouth_open", "source"]
+    r = rows[0]
+    assert (r["pose_Tx"], r["pose_Tz"], r["pose_Rx"], r["pose_Ry"]) == ("10.0", "612.4", "1.23", "-20.50")
+    assert (r["ear_l"], r["ear_r"], r["blink"], r["mouth_open"], r["source"]) == ("0.312", "0.290", "0", "0.050", "a.jpg")
+    assert rows[1]["pose_Tx"] == "" and rows[1]["x_0"] != "" and rows[1]["source"] == "a.jpg"
+    assert rows[2]["face_id"] == "-1" and rows[2]["mouth_open"] == "" and rows[2]["source"] == "b.jpg"
+    assert all(len(v) == len(head) for v in csv.reader(path.open()))
+    with CsvSink(tmp_path / "plain.csv", 68) as sink:  # off: the analysis a face carries is not written
+        sink.write(Frame(0, 0.0, None), [_analysed(0)])
+    assert "pose_Tx" not in (tmp_path / "plain.csv").read_text()
+
+    jpath = tmp_path / "o.jsonl"
+    with JsonlSink(jpath) as sink:
+        sink.write(Frame(0, 0.0, None), [_analysed(0), _face(1)])
+    faces = json.loads(jpath.read_text())["faces"]
+    assert faces[0]["pose"] == {"Tx": 10.0, "Ty": -5.0, "Tz": 612.4, "Rx": 1.23, "Ry": -20.5, "Rz": 3.0}
+    assert faces[0]["ear_l"] == 0.3123 and faces[0]["blink"] is False and faces[0]["mouth_open"] == 0.05
+    assert "pose" not in faces[1] and "ear_l" not in faces[1]
 
 
 def test_jsonl(tmp_path):

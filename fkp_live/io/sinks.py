@@ -12,7 +12,7 @@ are given frames whose image already carries the overlay; the others get the fra
     >>> with CsvSink(path, n_points=68) as sink:
     ...     sink.write(Frame(0, 0.0, np.zeros((8, 8, 3), np.uint8)), [])
     >>> open(path).read().splitlines()[1][:20]
-    '0,0.000,-1,0.000,0,,'
+    '0,-1,0.000,0.000,0,,'
 """
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ class Mp4Sink(Sink):
 
     TIME_BASE = Fraction(1, 90000)
     picture = True
+    threaded = True  # the run engine may encode it in its own thread (one writer at a time)
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
                  crf: int = 20, preset: str = "veryfast", what: str = "--output"):
@@ -240,23 +241,32 @@ class _TextSink(Sink):
 
 
 class CsvSink(_TextSink):
-    """One row per face per frame, OpenFace's layout without its leading spaces:
-    frame,timestamp,face_id,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,source]
+    """One row per face per frame, OpenFace's column names and order without its leading spaces:
+    frame,face_id,timestamp,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,analysis...][,source]
 
-    A frame without a face gets one row with face_id -1, success 0 and empty coordinates, so every
-    processed frame is in the file. Rows are flushed frame by frame."""
+    `analysis` (any of 'pose', 'eyes', 'mouth') adds pose_Tx,pose_Ty,pose_Tz (mm),
+    pose_Rx,pose_Ry,pose_Rz (degrees), ear_l,ear_r,blink and mouth_open, read from each face's
+    `analysis` (see fkp_live.analysis); empty where a face has no answer. A frame without a face
+    gets one row with face_id -1, success 0 and empty fields, so every processed frame is in the
+    file. Rows are flushed frame by frame."""
 
-    def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv"):
+    def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv",
+                 analysis=()):
         super().__init__(path, what)
+        from ..analysis.analyser import columns, parse_kinds
+
         self.n = int(n_points)
         self.with_source = with_source
-        cols = ["frame", "timestamp", "face_id", "confidence", "success"]
-        cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)]
+        self.analysis = parse_kinds(analysis)
+        extra = columns(self.analysis)
+        cols = ["frame", "face_id", "timestamp", "confidence", "success"]
+        cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)] + extra
         if with_source:
             cols.append("source")
         self._f.write(",".join(cols) + "\n")
         self._f.flush()
-        self._empty = "," * (2 * self.n)
+        self._empty = "," * (2 * self.n + len(extra))
+        self._blank = [""] * len(extra)
 
     def write(self, frame, faces) -> None:
         ts = "" if frame.pts_seconds is None else f"{frame.pts_seconds:.3f}"
@@ -267,12 +277,14 @@ class CsvSink(_TextSink):
         for f in faces:
             p = f.points
             coords = ",".join(f"{v:.2f}" for v in np.concatenate([p[:, 0], p[:, 1]]).tolist())
-            lines.append(f"{frame.index},{ts},{f.id},{f.confidence:.3f},1,{coords}{tail}\n")
+            if self.analysis:
+                a = getattr(f, "analysis", None)
+                coords += "," + ",".join(a.values(self.analysis) if a is not None else self._blank)
+            lines.append(f"{frame.index},{f.id},{ts},{f.confidence:.3f},1,{coords}{tail}\n")
         if not faces:
-            lines.append(f"{frame.index},{ts},-1,0.000,0{self._empty}{tail}\n")
+            lines.append(f"{frame.index},-1,{ts},0.000,0{self._empty}{tail}\n")
         self._f.write("".join(lines))
         self._f.flush()
-
 
 
 def _csv_field(s: str) -> str:
@@ -281,7 +293,9 @@ def _csv_field(s: str) -> str:
 
 class JsonlSink(_TextSink):
     """One JSON object per frame: {"frame", "timestamp", "source"?, "faces": [{"id", "confidence",
-    "box", "points", "raw"}]}; coordinates in frame pixels. Lines are flushed as written."""
+    "box", "points", "raw", ...}]}; coordinates in frame pixels. A face with an analysis adds its
+    answers: "pose": {"Tx", "Ty", "Tz" (mm), "Rx", "Ry", "Rz" (degrees)}, "ear_l", "ear_r",
+    "blink", "mouth_open". Lines are flushed as written."""
 
     def __init__(self, path: str | os.PathLike, what: str = "--jsonl"):
         super().__init__(path, what)
@@ -290,15 +304,66 @@ class JsonlSink(_TextSink):
         rec = {"frame": frame.index, "timestamp": frame.pts_seconds}
         if frame.source is not None:
             rec["source"] = frame.source
-        rec["faces"] = [{
-            "id": f.id, "confidence": round(f.confidence, 4),
-            "box": [round(v, 2) for v in f.box],
-            "points": np.round(f.points, 2).tolist(),
-            "raw": np.round(f.raw, 2).tolist(),
-        } for f in faces]
+        rec["faces"] = []
+        for f in faces:
+            d = {
+                "id": f.id, "confidence": round(f.confidence, 4),
+                "box": [round(v, 2) for v in f.box],
+                "points": np.round(f.points, 2).tolist(),
+                "raw": np.round(f.raw, 2).tolist(),
+            }
+            a = getattr(f, "analysis", None)
+            if a is not None:
+                d.update(a.to_json())
+            rec["faces"].append(d)
         self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
         self._f.flush()
 
+
+
+# ----------------------------------------------------------------------------------------------
+class CropSink(Sink):
+    """Each face as a PNG, similarity-aligned on its eyes (see fkp_live.analysis.align): the eye
+    centres always on the same pixels of a `size` x `size` image. One file per face per frame, or
+    per face every `every` frames (frame index divisible by it), named `f{frame:06d}_id{face_id}.png`
+    after the CSV row it belongs to (the CSV's `frame` and `face_id`). The folder is created."""
+
+    threaded = True  # PNG encoding may run beside the model (the engine decides)
+
+    def __init__(self, folder: str | os.PathLike, schema, size: int = 112, every: int = 1, what: str = "--crops"):
+        if size < 8:
+            raise SinkError(f"{what}: crop size {size} is too small (8 pixels at least)")
+        if every < 1:
+            raise SinkError(f"{what}: every must be >= 1, not {every}")
+        if schema.eye_centres(np.zeros((schema.n, 2))) is None:
+            raise SinkError(f"{what}: the {schema.name} points have no eyes to align crops on")
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{what} {self.folder} is a file; give a folder for the crops")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SinkError(f"cannot create {what} folder {self.folder}: {e.strerror or e}") from None
+        if not os.access(self.folder, os.W_OK):
+            raise SinkError(f"cannot write {what} folder {self.folder}: permission denied")
+        self.schema, self.size, self.every, self._what = schema, int(size), int(every), what
+        self.written = 0
+
+    @staticmethod
+    def name(frame_index: int, face_id: int) -> str:
+        return f"f{frame_index:06d}_id{face_id}.png"
+
+    def write(self, frame, faces) -> None:
+        if frame.index % self.every or not faces:
+            return
+        from ..analysis.align import aligned_crop
+
+        for f in faces:
+            crop, _ = aligned_crop(frame.image, self.schema.eye_centres(f.points), self.size)
+            path = self.folder / self.name(frame.index, f.id)
+            if not cv2.imwrite(str(path), crop):
+                raise SinkError(f"cannot write {self._what} file {path}; check the folder and free space")
+            self.written += 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""The overlay: keypoints, contours (the schema's lines), face ids, boxes and fps.
+"""The overlay: keypoints, contours (the schema's lines), face ids, boxes, fps and head pose axes.
+
+The `pose` layer draws each face's head axes from its nose tip, when the face carries a pose
+(`face.analysis.pose`, see fkp_live.analysis): red along the head's x (to the person's left, image
+right when frontal), green along its y (down), blue out of the face (the way it looks); each 45 mm.
 
 `Overlay(schema, layers)(frame, faces)` returns a new frame with the overlay drawn on a copy, so
 the decoded frame other sinks read is never touched; `draw()` draws in place on an image.
@@ -20,7 +24,7 @@ import numpy as np
 
 from ..schemas import Schema
 
-LAYERS = ("points", "contours", "ids", "box", "fps")
+LAYERS = ("points", "contours", "ids", "box", "fps", "pose")
 DEFAULT_LAYERS = frozenset({"points", "contours", "ids"})
 
 _COLOURS = [(80, 220, 80), (60, 180, 255), (255, 160, 60), (200, 90, 255), (60, 230, 230), (240, 240, 90)]
@@ -66,6 +70,8 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         if "box" in layers:
             x0, y0, x1, y1 = (int(round(v)) for v in f.box)
             cv2.rectangle(image, (x0, y0), (x1, y1), col, th, cv2.LINE_AA)
+        if "pose" in layers:
+            _draw_pose(image, getattr(f, "analysis", None), th)
         if "ids" in layers:
             x0, y0 = int(round(f.box[0])), int(round(f.box[1]))
             cv2.putText(image, f"{f.id}", (x0, max(y0 - 6 * th, 12 * th)), cv2.FONT_HERSHEY_SIMPLEX,
@@ -74,6 +80,24 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         cv2.putText(image, f"{fps:.0f} fps", (8 * th, 22 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * th,
                     (255, 255, 255), th, cv2.LINE_AA)
     return image
+
+
+_AXES = (((0, 0, 255), (45.0, 0.0, 0.0)), ((0, 200, 0), (0.0, 45.0, 0.0)), ((255, 80, 0), (0.0, 0.0, -45.0)))
+
+
+def _draw_pose(image: np.ndarray, analysis, th: int) -> None:
+    pose = getattr(analysis, "pose", None)
+    if pose is None:
+        return
+    from ..analysis.pose import face3d
+
+    nose = face3d().nose_tip
+    ends = pose.project(np.vstack([nose] + [nose + np.array(d) for _, d in _AXES]))
+    if not np.isfinite(ends).all() or np.abs(ends).max() > 1e6:
+        return
+    o = tuple(int(round(v)) for v in ends[0])
+    for (col, _), e in zip(_AXES, ends[1:]):
+        cv2.line(image, o, (int(round(e[0])), int(round(e[1]))), col, th + 1, cv2.LINE_AA)
 
 
 class Overlay:
