@@ -83,11 +83,14 @@ def test_detector_loads_without_mediapipe_init_and_mediapipe_still_works():
     import sys
 
     code = ("import sys; from fkp_live.track.detect import make_detector; d = make_detector('blazeface'); "
-            "print('matplotlib.pyplot' in sys.modules, 'mediapipe.python.solutions.hands' in sys.modules); "
+            "from fkp_live.io.sources import DemoSource; boxes = d(next(iter(DemoSource(frames=1))).image); "
+            "print('matplotlib.pyplot' in sys.modules, 'mediapipe.python.solutions.hands' in sys.modules, len(boxes)); "
             "import mediapipe as mp; print(mp.__version__, mp.solutions.face_mesh.FaceMesh.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["False", "False"]  # what the detector needs, nothing more
-    assert out[2].startswith("0.10") and out[3] == "FaceMesh"  # user code importing mediapipe later is unaffected
+    # one box for the one face: the graph's options (non-max suppression among them) were kept
+    assert out[2] == "1"
+    assert out[3].startswith("0.10") and out[4] == "FaceMesh"  # user code importing mediapipe later is unaffected
 
 
 def test_lag_measure_detects_a_delay():

@@ -86,6 +86,20 @@ def mediapipe_solution(name: str):
         mod = importlib.util.module_from_spec(spec)
         mod.__class__ = _LazyPackage
         sys.modules[pkg] = mod
+    # The graphs' calculator options are protobuf extensions: a graph config round-trips through
+    # Python (SolutionBase sets options on it), and an extension whose module was never imported is
+    # dropped on the way, silently (BlazeFace then runs without non-max suppression and returns a
+    # handful of boxes per face). mediapipe/__init__ registers them by importing every solution;
+    # register the ones the face solutions use.
+    for mod in ("core.constant_side_packet_calculator_pb2", "core.gate_calculator_pb2",
+                "core.split_vector_calculator_pb2", "tensor.image_to_tensor_calculator_pb2",
+                "tensor.inference_calculator_pb2", "tensor.tensors_to_classification_calculator_pb2",
+                "tensor.tensors_to_detections_calculator_pb2", "tensor.tensors_to_landmarks_calculator_pb2",
+                "tflite.ssd_anchors_calculator_pb2", "util.association_calculator_pb2",
+                "util.detections_to_rects_calculator_pb2", "util.landmarks_refinement_calculator_pb2",
+                "util.logic_calculator_pb2", "util.non_max_suppression_calculator_pb2",
+                "util.rect_transformation_calculator_pb2", "util.thresholding_calculator_pb2"):
+        importlib.import_module(f"mediapipe.calculators.{mod}")
     return importlib.import_module(f"mediapipe.python.solutions.{name}")
 
 
