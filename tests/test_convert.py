@@ -1,7 +1,6 @@
 """68-point -> Kaggle conversion: framing, pixel alignment, label removal, files that read back."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from train.data import Sample
 from train.data import kaggle
 from train.data.ibug import list_pts, load_sample, split_of
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA
 W300 = DATA / "300w"
 
 K = {n: i for i, n in enumerate(KAGGLE_NAMES)}

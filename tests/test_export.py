@@ -144,9 +144,9 @@ def test_corrupt_and_mismatched_models(tiny, tmp_path):
 
 
 def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
-    from fkp_live.track.landmarker import DeviceError, _gpu_driver_present
+    from fkp_live.track.landmarker import DeviceError, gpu_driver_present
 
-    if _gpu_driver_present():
+    if gpu_driver_present():
         pytest.skip("a GPU driver is present")
     d, model, task = tiny
     p = tmp_path / "m.onnx"

@@ -15,10 +15,9 @@ from train.checkpoint import load_model
 from train.fit import FitConfig, fit
 from train.tasks import get
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA, ROOT
 IMM = DATA / "imm"
 needs_imm = pytest.mark.skipif(not IMM.is_dir(), reason=f"IMM data not found at {IMM}")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _log(run):

@@ -1,7 +1,6 @@
 """The Kaggle pipeline end to end through fkp-train: convert, fit (masked and the two-model way),
 eval, and a submission scored against the held-out truth."""
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -9,7 +8,7 @@ from click.testing import CliRunner
 from train.cli import main as fkp_train
 from train.data import kaggle
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA
 W300 = DATA / "300w" / "afw"
 needs_data = pytest.mark.skipif(not W300.is_dir(), reason=f"300-W data not found at {W300}")
 

@@ -7,7 +7,7 @@ import pytest
 
 from train.data import DataError, SkippableError, ibug, imm
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 

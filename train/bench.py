@@ -12,13 +12,13 @@ def bench(models=(), runs: int = 300, threads: int = 1, echo=_echo) -> None:
     import onnxruntime as ort
 
     from fkp_live.card import ModelCard, models_dir, resolve
-    from fkp_live.track.landmarker import _gpu_driver_present
+    from fkp_live.track.landmarker import gpu_driver_present
 
     from .export import latency_ms
 
     names = list(models) or sorted(p.stem for p in models_dir().glob("*.onnx"))
     # GPU providers are listed whenever onnxruntime-gpu is installed; they run only with a driver
-    gpu = ("TensorrtExecutionProvider", "CUDAExecutionProvider") if _gpu_driver_present() else ()
+    gpu = ("TensorrtExecutionProvider", "CUDAExecutionProvider") if gpu_driver_present() else ()
     providers = [p for p in (*gpu, "CPUExecutionProvider") if p in ort.get_available_providers()]
     echo(f"onnxruntime {ort.__version__}; threads={threads}; median of {runs} runs after warm-up")
     echo(f"{'model':<22}{'provider':<12}{'MB':>6}{'b1 ms/face':>12}{'b4 ms/face':>12}{'b4 ms':>8}  metrics")

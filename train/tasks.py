@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from fkp_live.schemas import IMM_NOSE_TIP
+
 
 @dataclass
 class Task:
@@ -52,13 +54,13 @@ TASKS = {
     # 1. the nose tip on IMM, whole image at 80x60 as in the seeds
     "nose": Task(
         "nose", "nose1", "imm", "nose", (80, 60), mode="full", loss="l1", metric="mean_px",
-        epochs=60, batch=16, lr=1e-3, points=(52,),
+        epochs=60, batch=16, lr=1e-3, points=(IMM_NOSE_TIP,),
         augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.0),
     ),
     # 1b. the same whole image through the heatmap net: a soft-argmax over 1/4-resolution maps
     "nose-hm": Task(
         "nose-hm", "nose1", "imm", "mobile", (192, 144), mode="full", loss="wing", metric="mean_px",
-        epochs=60, batch=16, lr=1e-3, points=(52,),
+        epochs=60, batch=16, lr=1e-3, points=(IMM_NOSE_TIP,),
         augment=dict(rotate_deg=12, scale=(0.9, 1.1), shift=0.04, flip=0.5, occlude=0.0),
     ),
     # 2. all 58 IMM points, whole image at 240x180

@@ -25,7 +25,7 @@ class DeviceError(Exception):
     """The requested execution provider cannot run here."""
 
 
-def _gpu_driver_present() -> bool:
+def gpu_driver_present() -> bool:
     """Is there an NVIDIA driver (libcuda) to run CUDA/TensorRT providers on at all?"""
     import ctypes
 
@@ -52,7 +52,7 @@ def _session(paths: dict[str, str], device: str, threads: int | None):
         raise DeviceError(f"device must be auto, cpu, cuda or tensorrt, not {device!r}")
     # auto: GPU providers only where a driver exists; ONNX Runtime lists them whenever the
     # onnxruntime-gpu wheel is installed and prints pages of errors when they fail to load
-    order = (["tensorrt", "cuda", "cpu"] if _gpu_driver_present() else ["cpu"]) if device == "auto" else [device]
+    order = (["tensorrt", "cuda", "cpu"] if gpu_driver_present() else ["cpu"]) if device == "auto" else [device]
     last_err = None
     for dev in order:
         wanted = _PROVIDERS[dev]
