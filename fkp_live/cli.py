@@ -161,6 +161,10 @@ def _device_line(tracker) -> str:
               help="With --videos: only every Nth video of the sorted list from the Kth (K = 0..N-1), for "
                    "Slurm array jobs and Kubernetes indexed Jobs.")
 @click.option("--mp4", is_flag=True, help="With --videos: also write the annotated OUT/NAME.mp4 per video.")
+@click.option("--morph-to", metavar="IMAGE",
+              help="Draw every tracked face as the face in IMAGE, moving with yours (window and MP4).")
+@click.option("--morph-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --morph-to: 1 shows the target's face, 0 the frame unchanged.")
 @click.option("--no-display", is_flag=True, help="No window (the default where there is no display).")
 @click.option("--max-frames", type=click.IntRange(min=1), metavar="N", help="Stop after N frames.")
 @click.option("--stats", is_flag=True, help="Print the per-stage timing table and memory at the end.")
@@ -169,7 +173,8 @@ def _device_line(tracker) -> str:
 @click.version_option(package_name="fkp-live", prog_name="fkp-live")
 def run(camera, video, images, demo, videos, demo_frames, model, device, detector, redetect_every, max_faces,
         smooth, no_smooth, min_confidence, output, draw_layers, csv, jsonl, analysis, focal, blink_threshold, crops,
-        crop_size, crops_every, out_dir, jobs, shard, mp4, no_display, max_frames, stats, threads, verbose):
+        crop_size, crops_every, out_dir, jobs, shard, mp4, morph_to, morph_alpha, no_display, max_frames, stats,
+        threads, verbose):
     """Track facial keypoints live, or in a video or image folder, and save or show them.
 
     Give one source (--camera, --video, --images, --demo, or --videos for many files) and any
@@ -189,6 +194,7 @@ def run(camera, video, images, demo, videos, demo_frames, model, device, detecto
         from .track.detect import DetectorError
         from .track.landmarker import DeviceError
         from .batch import BatchError
+        from .render.morph import MorphError
         from .io.sinks import SinkError
         from .io.sources import SourceError
 
@@ -197,7 +203,7 @@ def run(camera, video, images, demo, videos, demo_frames, model, device, detecto
         if isinstance(e, SourceError):
             _fail(str(e))
             return e.exit_code
-        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError, BatchError)):
+        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError, BatchError, MorphError)):
             _fail(str(e))
             return 2
         _fail(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with -v for details)"))
@@ -340,8 +346,11 @@ def _run(o: dict) -> int:
                 elif kind == "lost":
                     log.debug("face %d lost in %s: %s", fid, where, detail)
 
+        overlay = Overlay(tracker.schema, layers)
+        if o["morph_to"]:
+            overlay = _morph_overlay(o, tracker, overlay if layers else None)
         with StopFlag() as stop:
-            res = run_frames(source, tracker, sinks, overlay=Overlay(tracker.schema, layers),
+            res = run_frames(source, tracker, sinks, overlay=overlay,
                              max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
         if bar is not None:
             bar.close()
@@ -412,20 +421,21 @@ def _run_batch(o: dict, layers, kinds) -> int:
     return 1 if res.failed else 0
 
 
-def _stage_ms(res) -> dict[str, float]:
-    """The engine's stages, with the analysis (a stage of the analysing tracker) after smoothing."""
-    ms = res.ms_per_frame()
-    if "analyse" in res.stage_seconds and "analyse" not in ms:
-        a = 1000.0 * res.stage_seconds["analyse"] / max(res.frames, 1)
-        keys = list(ms)
-        at = keys.index("smooth") + 1 if "smooth" in keys else len(keys)
-        ms = {**{k: ms[k] for k in keys[:at]}, "analyse": a, **{k: ms[k] for k in keys[at:]}}
-    return ms
+def _morph_overlay(o: dict, tracker, drawn):
+    """--morph-to: the target's face warped onto every tracked face (its points found once), with
+    the chosen overlay layers drawn on top."""
+    from .render.morph import LiveMorph
+
+    base = getattr(tracker, "tracker", tracker)  # the analysing tracker wraps the real one
+    live = LiveMorph.from_file(o["morph_to"], base, alpha=o["morph_alpha"])
+    if drawn is None:
+        return live
+    return lambda frame, faces: drawn(live(frame, faces), faces)
 
 
 def _summary(source, tracker, res, o: dict) -> None:
     fps = res.fps
-    ms = _stage_ms(res)
+    ms = res.ms_per_frame()
     stages = " ".join(f"{k} {v:.2f}" for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)
@@ -453,6 +463,10 @@ def _summary(source, tracker, res, o: dict) -> None:
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("morph", "average"):
+        from .morph_cli import COMMANDS
+
+        return COMMANDS[argv[0]].main(args=argv[1:], prog_name=f"fkp-live {argv[0]}")
     if argv and argv[0] == "bench":
         from .bench import bench
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-STAGES = ("decode", "detect", "crop", "infer", "smooth", "draw", "write")
+STAGES = ("decode", "detect", "crop", "infer", "smooth", "analyse", "draw", "write")
 
 
 @dataclass

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from fkp_live.cli import run
+from fkp_live.io.sources import DemoSource
 from runtime_helpers import write_video
 
 
@@ -273,3 +277,35 @@ def test_shipped_models_track_the_demo(tmp_path, alias):
     assert len({r["frame"] for r in rows}) == 8 and len(rows) == 8
     # the face is found in every frame (a faceless frame still writes a row, with success 0)
     assert all(r["success"] == "1" and r["face_id"] == "0" for r in rows), rows[0]
+
+
+def test_morph_and_average_are_reachable_from_fkp_live():
+    for cmd in ("morph", "average"):
+        p = subprocess.run([sys.executable, "-m", "fkp_live.cli", cmd, "--help"], capture_output=True, text=True)
+        assert p.returncode == 0 and f"fkp-live {cmd}" in p.stdout
+
+
+def test_live_morph_changes_the_face_and_nothing_else(tmp_path):
+    """--morph-to draws the target's face on the tracked face: the face region changes, the
+    background does not; a missing target is a clear error (exit 2)."""
+    import av
+    import matplotlib
+
+    target = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    outs = {}
+    for name, extra in (("plain", []), ("morph", ["--morph-to", target, "--morph-alpha", 1])):
+        out = tmp_path / f"{name}.mp4"
+        code, text = invoke("--demo", "--demo-frames", 12, "--draw", "none", "-o", out, "--no-display", *extra)
+        assert code == 0, text
+        with av.open(str(out)) as c:
+            outs[name] = [f.to_ndarray(format="bgr24").astype(np.float32) for f in c.decode(video=0)]
+    src = DemoSource(frames=12)
+    box = np.array([[121, 97], [416, 392]], float)  # the head in the portrait
+    m = src.transform(10)
+    (x0, y0), (x1, y1) = (box @ m[:, :2].T + m[:, 2]).min(0).astype(int), (box @ m[:, :2].T + m[:, 2]).max(0).astype(int)
+    diff = np.abs(outs["plain"][10] - outs["morph"][10]).mean(axis=2)
+    inside = diff[y0:y1, x0:x1].mean()
+    outside = diff[: max(y0 - 10, 1), :].mean()
+    assert inside > 4 * max(outside, 0.25), (inside, outside)
+    code, text = invoke("--demo", "--demo-frames", 3, "--no-display", "--morph-to", tmp_path / "missing.jpg")
+    assert code == 2 and "missing.jpg" in text
