@@ -230,21 +230,33 @@ def plot_command(run, data, split, out):
 
 
 @main.command("eval-runtime", context_settings=CONTEXT)
-@click.argument("model")
+@click.argument("models", nargs=-1, required=True)
 @click.option("--data", required=True, type=click.Path(exists=True), help="A 300-W folder (68 points).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test", "all"]))
 @click.option("--detector", default="blazeface", show_default=True,
               type=click.Choice(["blazeface", "blazeface-full", "haar"]))
-def eval_runtime_command(model, data, split, detector):
-    """Accuracy of a shipped or exported model the way the runtime meets a new face: the
-    detector's box, the card's box calibration, one pass of the model (first frame) and a second
-    pass from those points (what tracking does on the next frame). Images with no face detected
-    count as missed."""
+@click.option("--ced", "ced_png", type=click.Path(dir_okay=False),
+              help="Also draw the first-frame CED curves of every model into this PNG.")
+def eval_runtime_command(models, data, split, detector, ced_png):
+    """Accuracy of shipped or exported models the way the runtime meets a new face: the
+    detector's box, the card's box calibration, the model (a new face is read from the box, then
+    again from the crop its points give: the first frame) and one more pass from those points (what
+    tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
+    object per model, with the first frame's error per face region."""
     from .eval_runtime import evaluate_runtime
 
-    with _user_errors():
-        out = evaluate_runtime(model, data, split, detector)
-    click.echo(json.dumps(out, indent=2))
+    curves = {}
+    for model in models:
+        with _user_errors():
+            out = evaluate_runtime(model, data, split, detector, per_face=bool(ced_png))
+        nmes = out.pop("nmes", None)
+        if nmes is not None:
+            curves[f"{model} ({out['file']})"] = nmes
+        click.echo(json.dumps(out, indent=2))
+    if ced_png:
+        from .plots import ced_curves
+
+        click.echo(f"wrote {ced_curves(curves, ced_png, title=f'300-W {split} split, end to end from {detector}')}")
 
 
 @main.command("bench", context_settings=CONTEXT)
