@@ -98,7 +98,14 @@ def _ours_fps(tracker, frames):
 @click.option("--long", "long_frames", type=int, default=3000, show_default=True,
               help="Frames in the long stream for the memory check.")
 @click.option("--repeat", type=int, default=2, show_default=True, help="Alternate ours/FaceMesh runs; best of.")
-def bench(clip, video, model, device, threads, detector, long_frames, repeat):
+@click.option("--pairs", type=int, default=5, show_default=True,
+              help="Whole-process pairs (fkp-live vs FaceMesh, alternating) on VIDEO; 0 skips them.")
+@click.option("--processes-only", is_flag=True, help="Only the whole-process side-by-side.")
+@click.option("--json", "json_out", metavar="PATH", help="Also write the whole-process table as JSON.")
+@click.option("--dlib-model", metavar="PATH", help="dlib's shape_predictor_68_face_landmarks.dat, to add dlib "
+              "to the side-by-side (needs the dlib package).")
+def bench(clip, video, model, device, threads, detector, long_frames, repeat, pairs, processes_only, json_out,
+          dlib_model):
     """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
     outputs, stage times, memory, smoothing."""
     from .engine import run
@@ -110,6 +117,14 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat):
     if clip and video and clip != video:
         raise click.UsageError("give the clip once: VIDEO or --video")
     clip = Path(clip or video) if (clip or video) else None
+    if clip is not None and not clip.exists():
+        raise click.BadParameter(f"{clip} does not exist", param_hint="VIDEO")
+    if clip is not None and pairs > 0:
+        _processes(clip, pairs, model, json_out, dlib_model)
+    elif processes_only:
+        raise click.UsageError("the whole-process side-by-side needs a VIDEO")
+    if processes_only:
+        return
     if clip is not None:
         with VideoSource(clip) as src:
             frames = list(src)
@@ -204,6 +219,115 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat):
                        f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
                        f"points by {lag(sm, raw):.2f} frames")
         _demo_smoothing(model, device, threads, detector)
+
+
+# ------------------------------------------------------------------------ whole processes
+def facemesh_process(path: str) -> int:
+    """What a MediaPipe user runs: legacy FaceMesh in tracking mode over cv2.VideoCapture frames."""
+    import cv2
+
+    from .track.detect import mediapipe_solution
+
+    cap = cv2.VideoCapture(path)
+    mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        mesh.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        n += 1
+    return n
+
+
+def dlib_process(path: str, model: str) -> int:
+    """dlib's 68-point predictor with its own HOG detector on every frame (the classic pipeline)."""
+    import cv2
+    import dlib
+
+    det, pred = dlib.get_frontal_face_detector(), dlib.shape_predictor(model)
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        for r in det(grey, 0):
+            pred(grey, r)
+        n += 1
+    return n
+
+
+def _timed(cmd: list[str]) -> dict:
+    """Run a command; its wall seconds, user+sys CPU seconds and peak RSS (MiB), from wait4."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise click.ClickException(f"{' '.join(cmd[:4])} ... failed ({p.returncode}): {err.strip()[-300:]}")
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024}
+
+
+def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
+    """fkp-live and FaceMesh (and dlib) as whole processes on the same file, alternating."""
+    import json
+    import statistics
+    import sys
+
+    from .io.sources import VideoSource
+
+    with VideoSource(clip) as src:
+        frames = sum(1 for _ in src)
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = {
+            "fkp-live": [py, "-m", "fkp_live.cli", "--video", str(clip), "--no-display", "--csv",
+                         str(Path(tmp) / "o.csv")] + (["--model", model] if model else []),
+            "MediaPipe FaceMesh": [py, "-c", f"from fkp_live.bench import facemesh_process; "
+                                             f"facemesh_process({str(clip)!r})"],
+        }
+        if dlib_model:
+            try:
+                import dlib  # noqa: F401
+                cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.bench import dlib_process; "
+                                                   f"dlib_process({str(clip)!r}, {dlib_model!r})"]
+            except ImportError:
+                click.echo("dlib is not installed (pip install dlib): left out of the side-by-side")
+        else:
+            click.echo("dlib: give --dlib-model shape_predictor_68_face_landmarks.dat (and pip install dlib) to add it")
+        runs = {k: [] for k in cmds}
+        for _ in range(max(1, pairs)):
+            for k, cmd in cmds.items():  # alternate, so a busy neighbour hurts every program alike
+                runs[k].append(_timed(cmd))
+    table = {}
+    for k, rs in runs.items():
+        wall = statistics.median(r["wall_s"] for r in rs)
+        table[k] = {"wall_s": round(wall, 3), "fps": round(frames / wall, 1),
+                    "cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
+                    "rss_mib": round(max(r["rss_mib"] for r in rs), 1),
+                    "wall_runs": [round(r["wall_s"], 3) for r in rs]}
+    ours, mesh = table["fkp-live"], table["MediaPipe FaceMesh"]
+    ratio = {"fps": round(mesh["wall_s"] / ours["wall_s"], 3), "cpu": round(ours["cpu_s"] / mesh["cpu_s"], 3),
+             "per_pair_fps": [round(m["wall_s"] / o["wall_s"], 3)
+                              for o, m in zip(runs["fkp-live"], runs["MediaPipe FaceMesh"])]}
+    click.echo(f"\n== whole processes on {clip.name} ({frames} frames), {pairs} alternating runs each, median")
+    click.echo(f"{'program':<22}{'wall s':>8}{'fps':>8}{'CPU s':>8}{'peak RSS MiB':>14}")
+    for k, r in table.items():
+        click.echo(f"{k:<22}{r['wall_s']:>8.2f}{r['fps']:>8.1f}{r['cpu_s']:>8.2f}{r['rss_mib']:>14.0f}")
+    click.echo(f"fkp-live / FaceMesh: {ratio['fps']:.2f}x the frame rate (pairs: "
+               f"{', '.join(f'{x:.2f}' for x in ratio['per_pair_fps'])}), {ratio['cpu']:.2f}x the CPU time")
+    out = {"clip": str(clip), "frames": frames, "cores": os.cpu_count(), "programs": table, "ratio": ratio}
+    if json_out:
+        Path(json_out).write_text(json.dumps(out, indent=2) + "\n")
+        click.echo(f"wrote {json_out}")
+    return out
 
 
 def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: float = 3.0) -> dict:

@@ -47,6 +47,12 @@ def _session(paths: dict[str, str], device: str, threads: int | None):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # ONNX Runtime's pool threads spin between runs by default: with a ~1 ms model per frame that
+    # burns a core waiting (measured: `fkp-live --video d3.mp4 --csv x --no-display`, user CPU
+    # 3.15 s spinning vs 2.3 s one thread); off unless FKP_LIVE_ORT_SPIN=1 asks for it
+    spin = os.environ.get("FKP_LIVE_ORT_SPIN", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin == "1" else "0")
     available = ort.get_available_providers()
     if device not in ("auto", *_PROVIDERS):
         raise DeviceError(f"device must be auto, cpu, cuda or tensorrt, not {device!r}")
