@@ -1,13 +1,24 @@
 """`fkp-live`: track facial keypoints in a camera, video file, image folder or the demo."""
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
-import time
-from pathlib import Path
 
-import click
+from .engine import StopFlag
+
+# Stop handling from the very start: a Ctrl-C or SIGTERM while Python, click or ONNX Runtime is
+# still importing is noted (not raised inside an import) and ends the run with exit 130. Only when
+# this module is the command itself, never when a program or test imports it.
+_STOP: StopFlag | None = None
+if __name__ == "__main__" or sys.argv[0].endswith(("/fkp-live", "fkp-live")):
+    _STOP = StopFlag().__enter__()
+
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
 
 from .track.smooth import DEFAULT_STRENGTH as DEFAULT_SMOOTH
 
@@ -79,6 +90,21 @@ def _setup_logging(verbose: int) -> None:
     log.propagate = False
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option that must be a finite number (not nan or inf), optionally within a range."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(v, param, ctx)
+
+
 def _fail(message: str) -> None:
     click.echo(f"fkp-live: error: {message}", err=True)
 
@@ -129,10 +155,10 @@ def _device_line(tracker) -> str:
               help="Look for new faces every N frames (faces are also re-detected whenever one is lost).")
 @click.option("--max-faces", type=click.IntRange(1, 64), default=5, show_default=True, metavar="N",
               help="Track at most N faces.")
-@click.option("--smooth", type=click.FloatRange(min=0), default=DEFAULT_SMOOTH, show_default=True, metavar="STRENGTH",
+@click.option("--smooth", type=FiniteFloat(min=0), default=DEFAULT_SMOOTH, show_default=True, metavar="STRENGTH",
               help="Kalman smoothing strength; higher is steadier, 0 is off.")
 @click.option("--no-smooth", is_flag=True, help="Raw keypoints, no smoothing.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--min-confidence", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Drop a face when the model's confidence falls below this.")
 @click.option("-o", "--output", metavar="OUT.mp4", help="Write the annotated video (H.264 MP4, source audio kept).")
 @click.option("--draw", "draw_layers", metavar="LAYERS", default="points,contours,ids", show_default=True,
@@ -143,9 +169,9 @@ def _device_line(tracker) -> str:
               help="Per-face analysis in the CSV, JSONL and Python API: any of pose,eyes,mouth (or all, "
                    "none). pose: head pose (pose_T* mm, pose_R* degrees); eyes: eye aspect ratios and blink; "
                    "mouth: inner-lip openness. Needs a 68-point iBUG model.")
-@click.option("--focal", type=click.FloatRange(min=1, min_open=False), metavar="PX",
+@click.option("--focal", type=FiniteFloat(min=1, min_open=False), metavar="PX",
               help="Camera focal length in pixels for the head pose [default: the frame width].")
-@click.option("--blink-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, metavar="EAR",
+@click.option("--blink-threshold", type=FiniteFloat(0, 1), default=0.2, show_default=True, metavar="EAR",
               help="Eyes count as shut (blink 1) below this mean eye aspect ratio.")
 @click.option("--crops", metavar="DIR",
               help="Write each face, aligned on its eyes, as DIR/f{frame:06d}_id{face_id}.png (the CSV row's "
@@ -163,7 +189,7 @@ def _device_line(tracker) -> str:
 @click.option("--mp4", is_flag=True, help="With --videos: also write the annotated OUT/NAME.mp4 per video.")
 @click.option("--morph-to", metavar="IMAGE",
               help="Draw every tracked face as the face in IMAGE, moving with yours (window and MP4).")
-@click.option("--morph-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--morph-alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="With --morph-to: 1 shows the target's face, 0 the frame unchanged.")
 @click.option("--no-display", is_flag=True, help="No window (the default where there is no display).")
 @click.option("--max-frames", type=click.IntRange(min=1), metavar="N", help="Stop after N frames.")
@@ -182,8 +208,23 @@ def run(camera, video, images, demo, videos, demo_frames, model, device, detecto
     given or there is no display. --analysis adds head pose, eye and mouth measures per face.
     """
     _setup_logging(verbose)
+    o = locals()
+    with contextlib.ExitStack() as guard:
+        # the command's StopFlag (installed at start-up), or one for this call (tests, the API)
+        stop = _STOP if _STOP is not None else guard.enter_context(StopFlag())
+        o["stop"] = stop
+        rv = _guarded(o, verbose)
+        if stop.stop and rv not in (130, 1):
+            # a signal during start-up or while closing: the outputs are finalised, say so
+            click.echo("fkp-live: interrupted", err=True)
+            return 130
+        return rv
+
+
+def _guarded(o: dict, verbose: int) -> int:
+    stop = o["stop"]
     try:
-        return _run(locals())
+        return _run(o)
     except KeyboardInterrupt:
         click.echo("fkp-live: interrupted", err=True)
         return 130
@@ -200,10 +241,15 @@ def run(camera, video, images, demo, videos, demo_frames, model, device, detecto
 
         if verbose:
             log.exception("details")
-        if isinstance(e, SourceError):
+        if stop.stop and not isinstance(e, (SourceError, SinkError)):
+            # a second signal broke an import or a model load (e.g. ImportError: initialization
+            # failed): that is an interruption, not a failure
+            click.echo("fkp-live: interrupted", err=True)
+            return 130
+        if isinstance(e, (SourceError, SinkError)):
             _fail(str(e))
             return e.exit_code
-        if isinstance(e, (ModelError, SinkError, DeviceError, DetectorError, BatchError, MorphError)):
+        if isinstance(e, (ModelError, DeviceError, DetectorError, BatchError, MorphError)):
             _fail(str(e))
             return 2
         _fail(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with -v for details)"))
@@ -249,9 +295,8 @@ def _analysing(tracker, kinds, layers, o: dict, shown: bool = True):
 
 
 def _run(o: dict) -> int:
-    from .engine import StopFlag
     from .engine import run as run_frames
-    from .io.sinks import CropSink, CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path
+    from .io.sinks import CropSink, CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path, is_special
     from .io.sources import open_source
     from .render.draw import Overlay
     from .track.tracker import Tracker
@@ -273,21 +318,30 @@ def _run(o: dict) -> int:
     for path, what in outs:  # before anything slow, so a typo costs nothing
         if path:
             check_output_path(path, what)
-    named = [Path(p).resolve() for p, _ in outs if p]
+    named = [Path(p).resolve() for p, _ in outs if p and not is_special(p)]  # /dev/null twice is fine
     if len(set(named)) < len(named):
         raise click.UsageError("--output, --csv and --jsonl must be different files")
     if o["video"] and any(Path(o["video"]).resolve() == p for p in named):
         raise click.UsageError(f"an output would overwrite the input {o['video']}; choose another name")
 
+    stop = o["stop"]
+
+    def stopped():  # a signal during start-up: end now, before any frame
+        if stop.stop:
+            raise KeyboardInterrupt
+
+    stopped()
     source = open_source(camera=o["camera"], video=o["video"], images=o["images"], demo=o["demo"],
                          demo_frames=o["demo_frames"])
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
+        stopped()
         tracker = stack.enter_context(Tracker(
             model=o["model"], device=o["device"], threads=o["threads"], detector=o["detector"],
             redetect_every=o["redetect_every"], max_faces=o["max_faces"],
             smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"],
             quiet=not o["verbose"]))
+        stopped()
         log.info(_device_line(tracker))
         sinks = []
         if o["output"]:
@@ -349,9 +403,9 @@ def _run(o: dict) -> int:
         overlay = Overlay(tracker.schema, layers)
         if o["morph_to"]:
             overlay = _morph_overlay(o, tracker, overlay if layers else None)
-        with StopFlag() as stop:
-            res = run_frames(source, tracker, sinks, overlay=overlay,
-                             max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
+        stopped()
+        res = run_frames(source, tracker, sinks, overlay=overlay,
+                         max_frames=o["max_frames"], stop=stop, progress=progress, on_events=on_events)
         if bar is not None:
             bar.close()
     # the with-block has closed every output (MP4 finalised) before we report
@@ -387,6 +441,8 @@ def _run_batch(o: dict, layers, kinds) -> int:
 
     files = find_videos(o["videos"])  # a bad spec fails before any model is loaded
     tracker = None
+    if o["stop"].stop:
+        raise KeyboardInterrupt
     if o["jobs"] == 1:  # in this process: load (and check) the model once, here
         from .track.tracker import Tracker
 

@@ -103,6 +103,15 @@ def test_options_from_environment(tmp_path, model_path):
     (["--videos", "{tmp}", "--out-dir", "{tmp}/o", "--shard", "4/4"], 2, "K must be 0..N-1"),
     (["--videos", "{tmp}", "--out-dir", "{tmp}/o", "--shard", "x"], 2, "give K/N"),
     (["--videos", "{tmp}", "--demo"], 2, "exactly one source"),
+    # non-finite numbers on every float option
+    (["--demo", "--smooth", "nan"], 2, "'--smooth': 'nan' is not a finite number"),
+    (["--demo", "--min-confidence", "nan"], 2, "'--min-confidence': 'nan' is not a finite number"),
+    (["--demo", "--focal", "inf"], 2, "'--focal': 'inf' is not a finite number"),
+    (["--demo", "--morph-alpha", "nan"], 2, "'--morph-alpha': 'nan' is not a finite number"),
+    (["--demo", "--blink-threshold", "-inf"], 2, "'--blink-threshold': '-inf' is not a finite number"),
+    # outputs that cannot be written: found before any frame
+    (["--demo", "-o", "/proc/fkp-x.mp4"], 2, r"cannot write --output /proc/fkp-x.mp4: cannot create files in /proc"),
+    (["--demo", "--csv", "/proc/fkp-x.csv"], 2, r"cannot write --csv /proc/fkp-x.csv: cannot create files"),
 ])
 def test_bad_input_one_line_and_exit_code(tmp_path, model_path, face_video, args, code, pattern):
     import re
@@ -309,3 +318,57 @@ def test_live_morph_changes_the_face_and_nothing_else(tmp_path):
     assert inside > 4 * max(outside, 0.25), (inside, outside)
     code, text = invoke("--demo", "--demo-frames", 3, "--no-display", "--morph-to", tmp_path / "missing.jpg")
     assert code == 2 and "missing.jpg" in text
+
+
+def test_non_finite_smooth_from_the_environment(model_path):
+    code, out = invoke("--demo", "--model", model_path, "--no-display", env={"FKP_LIVE_SMOOTH": "nan"})
+    assert code == 2 and "'--smooth': 'nan' is not a finite number" in err_line(out)
+
+
+def test_a_run_without_frames_keeps_the_files_already_there(tmp_path, model_path):
+    """Issue 13: a failed run never destroys the good outputs at its paths."""
+    good = {tmp_path / "keep.mp4": b"good video", tmp_path / "keep.csv": b"good,csv\n",
+            tmp_path / "keep.jsonl": b"{}\n"}
+    for p, data in good.items():
+        p.write_bytes(data)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, np.uint8).tobytes())
+    code, out = invoke("--images", bad, "--model", model_path, "--no-display", "-o", tmp_path / "keep.mp4",
+                       "--csv", tmp_path / "keep.csv", "--jsonl", tmp_path / "keep.jsonl")
+    assert code == 2 and "could be read" in err_line(out)
+    for p, data in good.items():
+        assert p.read_bytes() == data
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad", "keep.csv", "keep.jsonl", "keep.mp4"]
+
+
+def test_finished_outputs_replace_old_ones_and_special_files_are_written_straight(tmp_path, model_path):
+    import av
+
+    out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
+    out.write_bytes(b"old")
+    table.write_bytes(b"old")
+    code, out_text = invoke("--demo", "--demo-frames", "3", "--model", model_path, "--no-display", "--detector",
+                            "haar", "-o", out, "--csv", table, "--jsonl", "/dev/null")
+    assert code == 0, out_text
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 3
+    assert len(table.read_text().splitlines()) == 4
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["o.csv", "o.mp4"]
+    assert Path("/dev/null").is_char_device()
+    code, out_text = invoke("--demo", "--demo-frames", "2", "--model", model_path, "--no-display", "--detector",
+                            "haar", "-o", "/dev/null", "--csv", "/dev/null")
+    assert code == 0 and Path("/dev/null").is_char_device(), out_text
+
+
+def test_a_full_disk_ends_the_run_with_a_clear_error_not_a_crash(tmp_path, model_path):
+    """-o /dev/full used to end in a segmentation fault (139): muxing went on after the write error."""
+    table = tmp_path / "o.csv"
+    p = subprocess.run([sys.executable, "-m", "fkp_live.cli", "--demo", "--demo-frames", "40", "--model",
+                        str(model_path), "--detector", "haar", "--no-display", "-o", "/dev/full", "--csv", str(table)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "error: cannot write --output /dev/full: No space left on device" in p.stderr
+    assert "Traceback" not in p.stderr
+    rows = list(csv.reader(table.open()))[1:]
+    assert rows and [int(r[0]) for r in rows] == list(range(len(rows)))  # whole rows, every frame done

@@ -15,7 +15,7 @@ import pytest
 
 from fkp_live.track.tracker import Face
 from fkp_live.crop import Crop
-from fkp_live.io.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError
+from fkp_live.io.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError, partial_path
 from fkp_live.frame import Frame
 from fkp_live.io.sources import VideoSource
 from conftest import ROOT, VIDEOS, needs_data
@@ -106,6 +106,52 @@ def test_mp4_without_frames_leaves_no_file_and_bad_paths_fail_early(tmp_path):
         JsonlSink("/proc/fkp-live-test.jsonl")
 
 
+@pytest.mark.parametrize("kind", ["mp4", "csv", "jsonl"])
+def test_outputs_are_written_beside_the_target_and_replace_it_only_when_finished(tmp_path, kind):
+    target = tmp_path / f"o.{kind}"
+    target.write_bytes(b"the good file")
+    make = {"mp4": lambda: Mp4Sink(target, fps=10), "csv": lambda: CsvSink(target, 5),
+            "jsonl": lambda: JsonlSink(target)}[kind]
+    with make():  # no frame: the target is left alone, nothing else stays behind
+        pass
+    assert target.read_bytes() == b"the good file" and os.listdir(tmp_path) == [target.name]
+    with pytest.raises(RuntimeError):  # an error after a frame: what was written goes in place
+        with make() as sink:
+            sink.write(Frame(0, 0.0, np.zeros((16, 16, 3), np.uint8)), [_face(0, n=5)])
+            # (the MP4 muxer creates its file at the first packet, after the encoder's look-ahead)
+            assert kind == "mp4" or partial_path(target).exists()
+            assert target.read_bytes() == b"the good file"
+            raise RuntimeError("boom")
+    assert target.read_bytes() != b"the good file" and os.listdir(tmp_path) == [target.name]
+    assert partial_path(target).name == f"o.partial.{kind}"
+
+
+def test_special_files_are_written_straight_and_never_removed():
+    for sink in (Mp4Sink("/dev/null", fps=10), CsvSink("/dev/null", 5), JsonlSink("/dev/null")):
+        with sink:
+            sink.write(Frame(0, 0.0, np.zeros((16, 16, 3), np.uint8)), [])
+        with type(sink)("/dev/null", **({"n_points": 5} if isinstance(sink, CsvSink) else {})):
+            pass  # no frame: still never unlinked
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_mp4_write_error_stops_muxing_and_says_so():
+    sink = Mp4Sink("/dev/full", fps=30)
+    rng = np.random.default_rng(0)
+    with pytest.raises(SinkError) as e:
+        with sink:
+            for i in range(100):
+                sink.write(Frame(i, i / 30, rng.integers(0, 256, (120, 160, 3), np.uint8)), [])
+    assert e.value.exit_code == 1 and "cannot write --output /dev/full: No space left on device" in str(e.value)
+
+
+def test_unwritable_places_fail_at_open():
+    with pytest.raises(SinkError, match="cannot create files in /proc"):
+        Mp4Sink("/proc/fkp-live-test.mp4")
+    with pytest.raises(SinkError, match="cannot create files in /proc"):
+        CsvSink("/proc/fkp-live-test.csv", 5)
+
+
 def _face(i, n=68, conf=0.9):
     pts = np.stack([np.arange(n) + 0.25, np.arange(n) * 2 + 0.5], axis=1).astype(np.float32) + i
     return Face(i, (0, 0, 1, 1), pts, pts, conf, Crop(1, 1, 1))
@@ -116,8 +162,9 @@ def test_csv_layout_and_rows_are_flushed_as_written(tmp_path):
     sink = CsvSink(path, 68)
     sink.write(Frame(0, 0.0, None), [_face(0), _face(1)])
     sink.write(Frame(1, 1 / 30, None), [])
-    # readable before close: flushed frame by frame
-    rows = list(csv.reader(path.open()))
+    # readable before close (under its partial name): flushed frame by frame
+    assert not path.exists()
+    rows = list(csv.reader(partial_path(path).open()))
     header = rows[0]
     assert header[:5] == ["frame", "face_id", "timestamp", "confidence", "success"]  # OpenFace's order
     assert header[5:7] == ["x_0", "x_1"] and header[72] == "x_67" and header[73] == "y_0" and header[-1] == "y_67"
@@ -126,6 +173,7 @@ def test_csv_layout_and_rows_are_flushed_as_written(tmp_path):
     assert float(rows[2][5]) == pytest.approx(1.25) and float(rows[2][73]) == pytest.approx(1.5)
     assert rows[3][:5] == ["1", "-1", "0.033", "0.000", "0"] and rows[3][5:] == [""] * 136
     sink.close()
+    assert list(csv.reader(path.open())) == rows and not partial_path(path).exists()
 
 
 def test_csv_source_column_for_image_folders(tmp_path):
@@ -196,7 +244,8 @@ def test_interrupted_run_leaves_playable_mp4_and_complete_csv(tmp_path, model_pa
     deadline = time.time() + 60
     while time.time() < deadline:
         time.sleep(0.2)
-        if table.exists() and sum(1 for _ in table.open()) > 30:
+        part = partial_path(table)  # written under NAME.partial.csv until the run ends
+        if part.exists() and sum(1 for _ in part.open()) > 30:
             break
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
@@ -204,6 +253,7 @@ def test_interrupted_run_leaves_playable_mp4_and_complete_csv(tmp_path, model_pa
     assert "interrupted" in err and "Traceback" not in err
     frames, v, _ = _decode(out)
     rows = list(csv.reader(table.open()))[1:]
+    assert not partial_path(out).exists() and not partial_path(table).exists()
     assert len(frames) >= 30
     assert len({r[0] for r in rows}) == len(frames)  # every frame in the video is in the CSV
     assert [int(r[0]) for r in rows] == sorted(int(r[0]) for r in rows)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -30,11 +31,41 @@ log = logging.getLogger("fkp_live")
 
 
 class SinkError(Exception):
-    """An output cannot be written; the message names the path and what to do."""
+    """An output cannot be written; the message names the path and what to do.
+
+    exit_code: 2 for a bad output named on the command line (found before any frame), 1 for a
+    failure while running (a full disk, a file-size limit, the folder removed)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def is_special(path: str | os.PathLike) -> bool:
+    """An existing file that is neither a regular file nor a folder (/dev/null, /dev/full, a FIFO):
+    written straight to, never renamed over or removed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where an output is written while the run lasts: NAME.partial.EXT beside NAME.EXT."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.partial{p.suffix}") if p.suffix else p.with_name(p.name + ".partial")
 
 
 def check_output_path(path: str | os.PathLike, what: str) -> Path:
+    """Fail early (before any frame) for an output that cannot be written: a folder, a missing or
+    read-only folder, a file system that takes no files (/proc). A probe file is created beside the
+    target and removed again; an existing target is never touched."""
     p = Path(path)
+    if is_special(p):
+        if not os.access(p, os.W_OK):
+            raise SinkError(f"cannot write {what} {p}: permission denied; choose a writable path")
+        return p
     if p.is_dir():
         raise SinkError(f"{what} {p} is a folder; give a file name, e.g. {p / ('out' + _suffix(what))}")
     parent = p.parent if str(p.parent) else Path(".")
@@ -42,11 +73,75 @@ def check_output_path(path: str | os.PathLike, what: str) -> Path:
         raise SinkError(f"cannot write {what} {p}: folder {parent} does not exist; create it first")
     if not parent.is_dir():
         raise SinkError(f"cannot write {what} {p}: {parent} is not a folder")
+    probe = parent / f".{p.name}.fkp-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return p
+    except OSError as e:
+        raise SinkError(f"cannot write {what} {p}: cannot create files in {parent} "
+                        f"({e.strerror or e}); choose a writable path") from None
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
     return p
 
 
 def _suffix(what: str) -> str:
     return {"--output": ".mp4", "--csv": ".csv", "--jsonl": ".jsonl"}.get(what, "")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+class _Staged:
+    """An output written under NAME.partial.EXT and put in place of NAME.EXT when it closes with
+    at least one frame; with none, the partial file is removed and NAME.EXT left as it was. A
+    special file (/dev/null) is written straight to. Only files this run created are removed."""
+
+    def __init__(self, path: Path, what: str):
+        self.target = path
+        self.what = what
+        self.direct = is_special(path)
+        self.tmp = path if self.direct else partial_path(path)
+
+    def commit(self, keep: bool, source: Path | None = None) -> bool:
+        """Rename `source` (default: the partial file) into place when `keep`, else remove it."""
+        src = self.tmp if source is None else source
+        if self.direct:
+            return keep
+        if not keep:
+            _unlink(src)
+            return False
+        try:
+            os.replace(src, self.target)
+            return True
+        except OSError as e:
+            folder = self.target.parent
+            if not folder.is_dir():
+                raise SinkError(f"cannot put {self.what} {self.target} in place: its folder {folder} was removed "
+                                f"during the run ({e.strerror or e}); its frames are lost", exit_code=1) from None
+            raise SinkError(f"cannot put {self.what} {self.target} in place ({e.strerror or e}); its frames are "
+                            f"kept as {src}", exit_code=1) from None
+
+
+def _write_error(what: str, path: Path, e: BaseException, frames: int) -> SinkError:
+    why = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__
+    return SinkError(f"cannot write {what} {path}: {why} after {frames} frame{'s' * (frames != 1)}; "
+                     f"the frames before it are kept (check free space and the folder)", exit_code=1)
+
+
+def _removed(what: str, path: Path, tmp: Path) -> SinkError:
+    folder = path.parent
+    where = f"its folder {folder} was removed" if not folder.is_dir() else f"{tmp} was deleted"
+    return SinkError(f"cannot write {what} {path}: {where} during the run; stopping (its frames are lost)",
+                     exit_code=1)
 
 
 def _open_text(path: Path, what: str):
@@ -79,9 +174,16 @@ class Sink:
 class Mp4Sink(Sink):
     """H.264 (libx264, yuv420p) MP4 at the source's frame rate and timestamps, with the source's
     audio stream copied (not re-encoded) alongside. Frame sizes are made even by padding; frames of
-    another size than the first (image folders) are letterboxed to it."""
+    another size than the first (image folders) are letterboxed to it.
+
+    While recording, the file is NAME.partial.mp4, a fragmented MP4 (a fragment about every
+    second), so a hard-killed run leaves a playable file up to about a second before the kill.
+    Closing it (end, Ctrl-C or error, with at least one frame) remuxes it without re-encoding into a
+    plain MP4 with its index at the front and renames that over NAME.mp4. A write error (full disk,
+    size limit) stops all muxing at once: the file stays valid up to the failure."""
 
     TIME_BASE = Fraction(1, 90000)
+    FRAGMENT_SECONDS = 1.0
     picture = True
     threaded = True  # the run engine may encode it in its own thread (one writer at a time)
 
@@ -92,23 +194,44 @@ class Mp4Sink(Sink):
         self.path = check_output_path(path, what)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self._what = what
+        self._stage = _Staged(self.path, what)
+        frag = {"movflags": "+frag_keyframe+empty_moov+default_base_moof",
+                "frag_duration": str(int(self.FRAGMENT_SECONDS * 1e6))}
         try:
-            self._out = av.open(str(self.path), mode="w", format="mp4")
+            self._out = av.open(str(self._stage.tmp), mode="w", format="mp4", container_options=frag)
         except (av.error.FFmpegError, OSError) as e:
-            raise SinkError(f"cannot write {what} {self.path}: {getattr(e, 'strerror', None) or e}; "
+            raise SinkError(f"cannot write {what} {self._stage.tmp}: {getattr(e, 'strerror', None) or e}; "
                             "choose a writable path") from None
         self._opts = {"crf": str(crf), "preset": preset}
         self._video = None
         self._size: tuple[int, int] | None = None  # (w, h) as given by the first frame
         self._last_pts = -1
         self._last_t = 0.0
+        self._first_t = 0.0
+        self._checked_t = 0.0
+        self._muxed = False
         self.frames = 0
         self._closed = False
+        self.failed: SinkError | None = None  # the write error that stopped muxing
         self._audio_in = self._audio_out = None
         self._pending = None
         self._audio_iter = None
         if audio_from is not None:
             self._open_audio(audio_from)
+
+    def _mux(self, packet) -> None:
+        """Mux one packet; the first write error stops every later one (FFmpeg's muxer must not be
+        fed after a failed write: it crashed on close before)."""
+        import av
+
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._out.mux(packet)
+            self._muxed = True
+        except (av.error.FFmpegError, OSError) as e:
+            self.failed = _write_error(self._what, self.path, e, self.frames)
+            raise self.failed from None
 
     def _open_audio(self, src) -> None:
         import av
@@ -173,10 +296,19 @@ class Mp4Sink(Sink):
         yuv = cv2.cvtColor(self._fit(image), cv2.COLOR_BGR2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts, frame.time_base = pts, self.TIME_BASE
+        if self.failed is not None:
+            raise self.failed
         for packet in self._video.encode(frame):
-            self._out.mux(packet)
+            self._mux(packet)
         self._last_pts, self._last_t = pts, float(pts * self.TIME_BASE)
+        if self.frames == 0:
+            self._first_t = self._last_t
         self.frames += 1
+        if self._muxed and not self._stage.direct and self._last_t >= self._checked_t + 1.0:
+            self._checked_t = self._last_t  # about once a second of video: is the file still there?
+            if not self._stage.tmp.exists():
+                self.failed = _removed(self._what, self.path, self._stage.tmp)
+                raise self.failed
         self._mux_audio(self._last_t)
 
     def _mux_audio(self, until: float) -> None:
@@ -200,7 +332,7 @@ class Mp4Sink(Sink):
             if float(self._pending.pts * self._pending.time_base) > until:
                 return
             self._pending.stream = self._audio_out
-            self._out.mux(self._pending)
+            self._mux(self._pending)
             self._pending = None
 
     def close(self) -> None:
@@ -208,36 +340,189 @@ class Mp4Sink(Sink):
             return
         self._closed = True
         try:
-            if self._video is not None:
-                for packet in self._video.encode(None):
-                    self._out.mux(packet)
-                # audio up to the end of the last frame shown, so an interrupted run stays in sync
-                self._mux_audio(self._last_t + 1.0 / self.fps)
+            if self._video is not None and self.failed is None:
+                try:
+                    for packet in self._video.encode(None):
+                        self._mux(packet)
+                    # audio up to the end of the last frame shown, so an interrupted run stays in sync
+                    self._mux_audio(self._last_t + 1.0 / self.fps)
+                except SinkError:
+                    pass  # reported by the next close step's caller through self.failed
         finally:
             try:
-                self._out.close()
+                self._close_container()
             finally:
                 if self._audio_in is not None:
                     self._audio_in.close()
-            if self._video is None:
-                # nothing was written: no MP4 without a video stream is left behind
-                try:
-                    self.path.unlink()
-                except OSError:
-                    pass
+                self._finish()
+        if self.failed is not None:
+            raise self.failed
+
+    def _close_container(self) -> None:
+        import av
+
+        try:
+            self._out.close()
+        except (av.error.FFmpegError, OSError) as e:
+            if self.failed is None:
+                self.failed = _write_error(self._what, self.path, e, self.frames)
+
+    def _finish(self) -> None:
+        """Put the finished file in place (remuxed with the index at the front), or remove the
+        partial file when no frame was written."""
+        stage = self._stage
+        if self._video is None or self.frames == 0:
+            stage.commit(False)
+            return
+        if stage.direct:
+            return
+        plain = stage.tmp.with_name(stage.tmp.stem + ".faststart" + stage.tmp.suffix)
+        if self.failed is None and stage.tmp.parent.is_dir() and _remux_faststart(stage.tmp, plain, self._first_t):
+            try:
+                stage.commit(True, plain)
+            except SinkError:
+                _unlink(plain)
+                raise
+            _unlink(stage.tmp)
+            return
+        _unlink(plain)
+        if self.failed is not None and not stage.direct:
+            _trim_fragments(stage.tmp)  # a write cut short: drop the fragment it left half-written
+        stage.commit(True)  # the fragmented file is playable as it is
+
+
+def _trim_fragments(path: Path) -> None:
+    """Cut a fragmented MP4 after its last whole fragment (moof + mdat), so every packet left in it
+    decodes. Boxes are walked by their headers; nothing is rewritten."""
+    try:
+        with open(path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos, keep, moof = 0, 0, False
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if n == 1 and len(head) == 16:
+                    n = int.from_bytes(head[8:16], "big")
+                elif n == 0:
+                    n = size - pos
+                if n < 8 or pos + n > size:
+                    break
+                pos += n
+                if kind == b"moof":
+                    moof = True
+                elif kind == b"mdat" or not moof:
+                    keep, moof = pos, False
+            if keep < size:
+                f.truncate(keep)
+    except OSError as e:
+        log.warning("could not trim %s after its last whole fragment (%s)", path, e.strerror or e)
+
+
+def _remux_faststart(src: Path, dst: Path, first_t: float = 0.0) -> bool:
+    """Copy every packet of `src` into a plain MP4 `dst` with the index (moov) at the front.
+
+    A fragmented MP4 has no edit list, so its timeline starts at the first decode time (B-frames
+    delay the first picture); every stream is shifted back so the first picture is at `first_t`."""
+    import av
+
+    try:
+        with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4",
+                                               container_options={"movflags": "+faststart"}) as out:
+            streams = {}
+            for s in inp.streams:
+                if s.type in ("video", "audio"):
+                    streams[s.index] = out.add_stream_from_template(s)
+            shift = 0.0
+            v = inp.streams.video[0] if inp.streams.video else None
+            if v is not None:
+                for pkt in inp.demux(v):
+                    if pkt.pts is not None:
+                        shift = float(pkt.pts * pkt.time_base) - first_t
+                        break
+                inp.seek(0, any_frame=True)
+            for pkt in inp.demux(*[inp.streams[i] for i in streams]):
+                if pkt.dts is None:
+                    continue
+                d = int(round(shift / pkt.time_base))
+                pkt.dts -= d
+                if pkt.pts is not None:
+                    pkt.pts -= d
+                pkt.stream = streams[pkt.stream.index]
+                out.mux(pkt)
+        return True
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        log.warning("could not rewrite %s with its index at the front (%s); keeping it fragmented",
+                    src, getattr(e, "strerror", None) or e)
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
 class _TextSink(Sink):
-    """A text file written line by line; closing it (also on error) keeps what was written."""
+    """A text file written line by line under NAME.partial.EXT, each frame's lines in one flushed
+    write; closing it (also on error) puts it in place of NAME.EXT when it holds a frame. A write
+    error cuts the file back to its last whole frame and ends the run (SinkError, exit 1)."""
 
     def __init__(self, path: str | os.PathLike, what: str):
         self.path = check_output_path(path, what)
-        self._f = _open_text(self.path, what)
+        self._what = what
+        self._stage = _Staged(self.path, what)
+        self._f = _open_text(self._stage.tmp, what)
+        self.frames = 0
+        self.failed: SinkError | None = None
+        self._good = 0  # bytes of whole frames (and header) written
+
+    def _emit(self, text: str, frame: bool = True) -> None:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._f.write(text)
+            self._f.flush()
+        except OSError as e:
+            self.failed = _write_error(self._what, self.path, e, self.frames)
+            self._cut()
+            raise self.failed from None
+        self._good = self._f.tell()
+        self.frames += frame
+        if not self._stage.direct and os.fstat(self._f.fileno()).st_nlink == 0:
+            self.failed = _removed(self._what, self.path, self._stage.tmp)
+            raise self.failed
+
+    def _cut(self) -> None:
+        """After a failed write: drop the unwritten buffer and any part of a row on disk."""
+        try:
+            os.ftruncate(self._f.fileno(), self._good)
+        except (OSError, ValueError):
+            pass
+        try:
+            fd = os.dup(self._f.fileno())
+            self._f.close()  # may fail again flushing what is left: it is cut below anyway
+        except (OSError, ValueError):
+            fd = None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, self._good)
+            except OSError:
+                pass
+            os.close(fd)
 
     def close(self) -> None:
+        if self._f.closed and getattr(self, "_done", False):
+            return
+        self._done = True
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as e:
+                if self.failed is None:
+                    self.failed = _write_error(self._what, self.path, e, self.frames)
+        try:
+            self._stage.commit(self.frames > 0)
+        except SinkError as e:
+            if self.failed is None:
+                self.failed = e
+        if self.failed is not None:
+            raise self.failed
 
 
 class CsvSink(_TextSink):
@@ -263,8 +548,7 @@ class CsvSink(_TextSink):
         cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)] + extra
         if with_source:
             cols.append("source")
-        self._f.write(",".join(cols) + "\n")
-        self._f.flush()
+        self._emit(",".join(cols) + "\n", frame=False)
         self._empty = "," * (2 * self.n + len(extra))
         self._blank = [""] * len(extra)
 
@@ -283,8 +567,7 @@ class CsvSink(_TextSink):
             lines.append(f"{frame.index},{f.id},{ts},{f.confidence:.3f},1,{coords}{tail}\n")
         if not faces:
             lines.append(f"{frame.index},-1,{ts},0.000,0{self._empty}{tail}\n")
-        self._f.write("".join(lines))
-        self._f.flush()
+        self._emit("".join(lines))
 
 
 def _csv_field(s: str) -> str:
@@ -316,8 +599,7 @@ class JsonlSink(_TextSink):
             if a is not None:
                 d.update(a.to_json())
             rec["faces"].append(d)
-        self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-        self._f.flush()
+        self._emit(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
 

@@ -100,6 +100,7 @@ class VideoSource(Source):
         self.length = n or None
         self.has_audio = bool(self._container.streams.audio)
         self._start = self._stream.start_time
+        self.frames_read: int | None = None
 
     def __iter__(self) -> Iterator[Frame]:
         import av
@@ -107,6 +108,7 @@ class VideoSource(Source):
         i = 0
         tb = self.time_base
         start = self._start or 0
+        turn = -1  # not known yet: read from the first frame's display matrix
         try:
             for frame in self._container.decode(self._stream):
                 if frame.pts is not None and tb is not None:
@@ -115,7 +117,12 @@ class VideoSource(Source):
                     t = i / self.fps
                 else:
                     t = None
-                yield Frame(i, t, _frame_to_bgr(frame))
+                if turn == -1:
+                    turn = self._rotation(frame)
+                img = _frame_to_bgr(frame)
+                if turn is not None:
+                    img = cv2.rotate(img, turn)
+                yield Frame(i, t, img)
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -127,6 +134,28 @@ class VideoSource(Source):
                 f"video file {self.path} has no decodable frames (truncated or empty stream); "
                 "re-download or re-encode it"
             )
+        n = self.length
+        if n and i < n - max(2, n // 100):  # the header promised more: the file was cut short
+            log.warning("video file %s ended after %d of the %d frames its header promises: it is cut short "
+                        "(truncated); the outputs hold the %d frames read", self.path, i, n, i)
+        self.frames_read = i
+
+    def _rotation(self, frame) -> int | None:
+        """The cv2.rotate code that shows the frame the way players do (its display matrix), or None."""
+        try:
+            deg = int(round(frame.rotation or 0))
+        except (AttributeError, TypeError, ValueError):
+            return None
+        k = round(deg / 90) % 4  # quarter turns counter-clockwise
+        if not k:
+            return None
+        w, h = frame.width, frame.height
+        if k % 2:
+            self.size = (h, w)
+        log.info("video %s is stored %dx%d with a display rotation of %d degrees: frames are turned to "
+                 "%dx%d as players show them, and points are given in that picture",
+                 self.path, w, h, deg, *(self.size if k % 2 else (w, h)))
+        return {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}[k]
 
     def close(self) -> None:
         self._container.close()
