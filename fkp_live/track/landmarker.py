@@ -137,6 +137,14 @@ class Landmarker:
                 f"model {self.onnx_path} takes input {shape} but its card says "
                 f"[batch, {', '.join(map(str, expect))}]; the card does not belong to this model"
             )
+        # a model exported with a fixed batch (often 1) takes exactly that many crops per call:
+        # run the faces in chunks of it (the last one padded), not all at once
+        b = shape[0]
+        self.fixed_batch = b if isinstance(b, int) and b > 0 else None
+        if self.fixed_batch is not None:
+            log.warning("model %s was exported with a fixed batch of %d: faces are run %s (slower with "
+                        "several faces); export it with a dynamic batch axis to run them together",
+                        self.onnx_path, b, "one by one" if b == 1 else f"{b} at a time")
         outs = {o.name: o for o in self.session.get_outputs()}
         if self.card.points_output not in outs:
             raise ModelError(
@@ -176,7 +184,22 @@ class Landmarker:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,))."""
+        b = self.fixed_batch
+        if b is not None and len(batch) != b:
+            if not len(batch):
+                return np.zeros((0, self.schema.n, 2), np.float32), np.zeros(0, np.float32)
+            parts = [self.run(_pad(batch[i:i + b], b)) for i in range(0, len(batch), b)]
+            pts = np.concatenate([p for p, _ in parts])[:len(batch)]
+            conf = np.concatenate([c for _, c in parts])[:len(batch)]
+            return pts, conf
         out = self.session.run(self._outputs, {self.card.input_name: batch})
         pts = out[0].reshape(len(batch), self.schema.n, 2)
         conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
         return pts, conf
+
+
+def _pad(chunk: np.ndarray, b: int) -> np.ndarray:
+    """A chunk of crops filled up to the model's fixed batch with copies of its first crop."""
+    if len(chunk) == b:
+        return chunk
+    return np.concatenate([chunk, np.repeat(chunk[:1], b - len(chunk), axis=0)])
