@@ -272,3 +272,14 @@ def test_fixed_batch_model_tracks_two_faces_through_the_cli(tmp_path, model_path
                         "--csv", table)
     assert code == 0, out
     assert "fixed batch of 1" in out and len(_whole_rows(table)) >= 4
+
+
+def test_file_size_limit_before_the_first_fragment_keeps_the_old_file(tmp_path, model_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the good old file")
+    p = _spawn(_cmd(model_path, "--demo", "--demo-frames", "100000", "-o", out), preexec_fn=_fsize_limit(20_000))
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    assert f"error: cannot write --output {out}: File too large after" in err and "Traceback" not in err
+    assert "no whole frame reached the file" in err
+    assert out.read_bytes() == b"the good old file" and os.listdir(tmp_path) == ["out.mp4"]

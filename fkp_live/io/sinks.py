@@ -377,7 +377,14 @@ class Mp4Sink(Sink):
         if stage.direct:
             return
         plain = stage.tmp.with_name(stage.tmp.stem + ".faststart" + stage.tmp.suffix)
-        if self.failed is None and stage.tmp.parent.is_dir() and _remux_faststart(stage.tmp, plain, self._first_t):
+        try:
+            plain_ok = self.failed is None and stage.tmp.parent.is_dir() and \
+                _remux_faststart(stage.tmp, plain, self._first_t)
+        except BaseException:  # a second Ctrl-C while remuxing: the fragmented file goes in place
+            _unlink(plain)
+            stage.commit(True)
+            raise
+        if plain_ok:
             try:
                 stage.commit(True, plain)
             except SinkError:
@@ -386,14 +393,21 @@ class Mp4Sink(Sink):
             _unlink(stage.tmp)
             return
         _unlink(plain)
-        if self.failed is not None and not stage.direct:
-            _trim_fragments(stage.tmp)  # a write cut short: drop the fragment it left half-written
+        if self.failed is not None and _trim_fragments(stage.tmp) == 0:
+            # a write cut short drops the fragment it left half-written; none left: not one frame
+            # made it to the file, so the file already at the target (if any) stays as it was
+            log.warning("%s %s: no whole frame reached the file before the write error; nothing written",
+                        self._what, self.path)
+            stage.commit(False)
+            return
         stage.commit(True)  # the fragmented file is playable as it is
 
 
-def _trim_fragments(path: Path) -> None:
+def _trim_fragments(path: Path) -> int:
     """Cut a fragmented MP4 after its last whole fragment (moof + mdat), so every packet left in it
-    decodes. Boxes are walked by their headers; nothing is rewritten."""
+    decodes. Boxes are walked by their headers; nothing is rewritten. Returns the fragments kept
+    (-1 when the file could not be read: it is then kept as it is)."""
+    whole = 0
     try:
         with open(path, "r+b") as f:
             size = os.fstat(f.fileno()).st_size
@@ -412,11 +426,14 @@ def _trim_fragments(path: Path) -> None:
                 if kind == b"moof":
                     moof = True
                 elif kind == b"mdat" or not moof:
+                    whole += kind == b"mdat" and moof
                     keep, moof = pos, False
             if keep < size:
                 f.truncate(keep)
     except OSError as e:
         log.warning("could not trim %s after its last whole fragment (%s)", path, e.strerror or e)
+        return -1
+    return whole
 
 
 def _remux_faststart(src: Path, dst: Path, first_t: float = 0.0) -> bool:
