@@ -64,9 +64,11 @@ Eyes: eye aspect ratio per eye (ear_l: the image-left eye), blink = 1 while the 
 below --blink-threshold (until it rises 0.02 above it). mouth_open: inner-lip height / width.
 
 \b
-Exit status: 0 done, 1 failed while running (with --videos: a video failed), 2 bad usage or
-input, 130 interrupted.
-Ctrl-C (or SIGTERM) stops after the current frame: outputs are finalised and playable.
+Exit status: 0 done, 1 failed while running (a full disk or size limit, the output folder
+removed; with --videos: a video failed), 2 bad usage or input, 130 interrupted.
+Ctrl-C (or SIGTERM, at any time) stops after the current frame: outputs are finalised and playable.
+Outputs are written as NAME.partial.EXT and replace NAME.EXT only when the run wrote a frame; a
+run killed outright leaves them under that name (the MP4 playable to about a second before).
 """
 
 

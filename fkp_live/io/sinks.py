@@ -3,7 +3,13 @@
 Every sink is a `Sink`: `write(frame, faces)` for each frame, and a context manager whose exit
 always leaves a complete file: the MP4 is finalised (playable) and the text files hold every frame
 written so far, whether the run ended, failed or was interrupted. Each checks its path when it is
-created, before any frame is processed. Sinks that show pictures (`picture = True`: MP4, window)
+created (a probe file beside it), before any frame is processed.
+
+Nothing is lost: MP4, CSV and JSONL are written as NAME.partial.EXT beside NAME.EXT and renamed
+over it when they close holding at least one frame; with none, the partial file is removed and a
+file already at NAME.EXT is left as it was. After a hard kill the partial files stay, playable
+(fragmented MP4) and parseable (whole lines). Special files (/dev/null) are written straight to.
+A write error (full disk, size limit, the folder removed) is a `SinkError` with exit_code 1. Sinks that show pictures (`picture = True`: MP4, window)
 are given frames whose image already carries the overlay; the others get the frame as decoded.
 
     >>> import numpy as np, tempfile, os
