@@ -126,6 +126,23 @@ def test_outputs_are_written_beside_the_target_and_replace_it_only_when_finished
     assert partial_path(target).name == f"o.partial.{kind}"
 
 
+def test_unstaged_sinks_write_straight_to_a_path_their_caller_stages(tmp_path):
+    """staged=False (a batch writes NAME.csv.part and renames it itself): no second partial name."""
+    mp4, table = tmp_path / "a.mp4.part", tmp_path / "a.csv.part"
+    with Mp4Sink(mp4, fps=10, staged=False) as m, CsvSink(table, 5, staged=False) as c:
+        for i in range(12):
+            f = Frame(i, i / 10, np.full((32, 32, 3), i * 10, np.uint8))
+            m.write(f, [])
+            c.write(f, [])
+        assert table.exists()
+    assert sorted(os.listdir(tmp_path)) == ["a.csv.part", "a.mp4.part"]
+    frames, _, _ = _decode(mp4)
+    assert len(frames) == 12 and len(table.read_text().splitlines()) == 13
+    with Mp4Sink(mp4, fps=10, staged=False), CsvSink(table, 5, staged=False):
+        pass  # no frame: the caller's files are removed
+    assert os.listdir(tmp_path) == []
+
+
 def test_special_files_are_written_straight_and_never_removed():
     for sink in (Mp4Sink("/dev/null", fps=10), CsvSink("/dev/null", 5), JsonlSink("/dev/null")):
         with sink:

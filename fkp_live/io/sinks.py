@@ -109,13 +109,16 @@ def _unlink(path: Path) -> None:
 class _Staged:
     """An output written under NAME.partial.EXT and put in place of NAME.EXT when it closes with
     at least one frame; with none, the partial file is removed and NAME.EXT left as it was. A
-    special file (/dev/null) is written straight to. Only files this run created are removed."""
+    special file (/dev/null) is written straight to. Only files this run created are removed.
 
-    def __init__(self, path: Path, what: str):
+    staged=False: the caller stages the file itself (a batch's NAME.csv.part): written straight to
+    `path`, removed when it holds no frame."""
+
+    def __init__(self, path: Path, what: str, staged: bool = True):
         self.target = path
         self.what = what
         self.direct = is_special(path)
-        self.tmp = path if self.direct else partial_path(path)
+        self.tmp = path if self.direct or not staged else partial_path(path)
 
     def commit(self, keep: bool, source: Path | None = None) -> bool:
         """Rename `source` (default: the partial file) into place when `keep`, else remove it."""
@@ -125,6 +128,8 @@ class _Staged:
         if not keep:
             _unlink(src)
             return False
+        if src == self.target:
+            return True
         try:
             os.replace(src, self.target)
             return True
@@ -194,13 +199,13 @@ class Mp4Sink(Sink):
     threaded = True  # the run engine may encode it in its own thread (one writer at a time)
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
-                 crf: int = 20, preset: str = "veryfast", what: str = "--output"):
+                 crf: int = 20, preset: str = "veryfast", what: str = "--output", staged: bool = True):
         import av
 
         self.path = check_output_path(path, what)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self._what = what
-        self._stage = _Staged(self.path, what)
+        self._stage = _Staged(self.path, what, staged)
         frag = {"movflags": "+frag_keyframe+empty_moov+default_base_moof",
                 "frag_duration": str(int(self.FRAGMENT_SECONDS * 1e6))}
         try:
@@ -396,7 +401,8 @@ class Mp4Sink(Sink):
             except SinkError:
                 _unlink(plain)
                 raise
-            _unlink(stage.tmp)
+            if stage.tmp != stage.target:  # (unstaged: the remuxed file has just replaced it)
+                _unlink(stage.tmp)
             return
         _unlink(plain)
         if self.failed is not None and _trim_fragments(stage.tmp) == 0:
@@ -486,10 +492,10 @@ class _TextSink(Sink):
     write; closing it (also on error) puts it in place of NAME.EXT when it holds a frame. A write
     error cuts the file back to its last whole frame and ends the run (SinkError, exit 1)."""
 
-    def __init__(self, path: str | os.PathLike, what: str):
+    def __init__(self, path: str | os.PathLike, what: str, staged: bool = True):
         self.path = check_output_path(path, what)
         self._what = what
-        self._stage = _Staged(self.path, what)
+        self._stage = _Staged(self.path, what, staged)
         self._f = _open_text(self._stage.tmp, what)
         self.frames = 0
         self.failed: SinkError | None = None
@@ -559,8 +565,8 @@ class CsvSink(_TextSink):
     file. Rows are flushed frame by frame."""
 
     def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv",
-                 analysis=()):
-        super().__init__(path, what)
+                 analysis=(), staged: bool = True):
+        super().__init__(path, what, staged)
         from ..analysis.analyser import columns, parse_kinds
 
         self.n = int(n_points)
@@ -603,8 +609,8 @@ class JsonlSink(_TextSink):
     answers: "pose": {"Tx", "Ty", "Tz" (mm), "Rx", "Ry", "Rz" (degrees)}, "ear_l", "ear_r",
     "blink", "mouth_open". Lines are flushed as written."""
 
-    def __init__(self, path: str | os.PathLike, what: str = "--jsonl"):
-        super().__init__(path, what)
+    def __init__(self, path: str | os.PathLike, what: str = "--jsonl", staged: bool = True):
+        super().__init__(path, what, staged)
 
     def write(self, frame, faces) -> None:
         rec = {"frame": frame.index, "timestamp": frame.pts_seconds}
