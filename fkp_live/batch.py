@@ -213,10 +213,10 @@ def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], No
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(VideoSource(job.file))
             row["fps"] = f"{src.fps:.3f}" if src.fps else ""
-            sinks = [stack.enter_context(CsvSink(parts[0], tracker.schema.n, analysis=opts.analysis))]
+            sinks = [stack.enter_context(CsvSink(parts[0], tracker.schema.n, analysis=opts.analysis, staged=False))]
             if opts.mp4:
                 sinks.append(stack.enter_context(Mp4Sink(
-                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None)))
+                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None, staged=False)))
             if opts.crops:
                 sinks.append(stack.enter_context(CropSink(Path(opts.crops) / job.name, tracker.schema,
                                                           opts.crop_size, opts.crops_every)))

@@ -6,6 +6,7 @@ convention, output names) from here, never from code, so a newly trained model d
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,11 +80,17 @@ class ModelCard:
             d = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelError(f"model card {path} is not valid JSON ({e}); re-export the model") from e
+        if not isinstance(d, dict):
+            raise ModelError(f"model card {path} is not a JSON object (it holds a {type(d).__name__}); "
+                             "re-export the model")
         d.pop("layout", None)
         known = set(cls.__dataclass_fields__)
         missing = [k for k in ("name", "schema", "input_size", "channels") if k not in d]
         if missing:
             raise ModelError(f"model card {path} lacks {', '.join(missing)}; re-export the model")
+        bad = _type_errors(d)
+        if bad:
+            raise ModelError(f"model card {path}: {'; '.join(bad)}; re-export the model")
         card = cls(**{k: v for k, v in d.items() if k in known})
         if card.schema not in schemas.SCHEMAS:
             raise ModelError(
@@ -97,7 +104,43 @@ class ModelCard:
             )
         if card.channels not in (1, 3):
             raise ModelError(f"model card {path}: channels must be 1 or 3, not {card.channels}")
+        if len(card.mean) not in (1, card.channels) or len(card.std) not in (1, card.channels):
+            raise ModelError(f"model card {path}: mean and std need 1 or {card.channels} values")
+        if not all(v > 0 for v in card.std):
+            raise ModelError(f"model card {path}: std values must be positive")
         return card
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _type_errors(d: dict) -> list[str]:
+    """What in a card's fields has the wrong type (the runtime would fail on it later)."""
+    bad = []
+    for k in ("name", "schema", "input_name", "points_output", "description", "licence"):
+        if k in d and not isinstance(d[k], str):
+            bad.append(f"{k} must be a string")
+    if "confidence_output" in d and not (d["confidence_output"] is None or isinstance(d["confidence_output"], str)):
+        bad.append("confidence_output must be a string or null")
+    for k in ("input_size", "channels"):
+        if not (isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > 0):
+            bad.append(f"{k} must be a positive whole number")
+    for k in ("mean", "std"):
+        if k in d and not (isinstance(d[k], list) and d[k] and all(_is_num(v) for v in d[k])):
+            bad.append(f"{k} must be a list of finite numbers")
+    if "crop_scale" in d and not (_is_num(d["crop_scale"]) and d["crop_scale"] > 0):
+        bad.append("crop_scale must be a positive number")
+    if "crop_rotate" in d and not isinstance(d["crop_rotate"], bool):
+        bad.append("crop_rotate must be true or false")
+    cal = d.get("box_calibration", {})
+    if not (isinstance(cal, dict) and all(isinstance(v, list) and len(v) == 3 and all(_is_num(x) for x in v)
+                                          for v in cal.values())):
+        bad.append("box_calibration must map detector names to [dx, dy, scale]")
+    for k in ("training", "metrics"):
+        if k in d and not isinstance(d[k], dict):
+            bad.append(f"{k} must be an object")
+    return bad
 
 
 def models_dir() -> Path:

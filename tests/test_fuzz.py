@@ -68,13 +68,8 @@ card_fields = st.fixed_dictionaries({}, optional={
     "mean": json_values, "std": json_values, "crop_scale": json_values, "box_calibration": json_values,
     "format_version": json_values, "input_name": json_values})
 
-CARD_XFAIL = pytest.mark.xfail(
-    reason="fkp_live/card.py (not this module's owner) lets TypeError/AttributeError/ValueError through "
-           "for cards that are JSON but not an object or have fields of the wrong type; see the report",
-    strict=False)
 
 
-@CARD_XFAIL
 @FAST
 @given(value=json_values | card_fields)
 def test_card_loader_random_json_is_only_a_model_error(tmp_path_factory, value):
@@ -86,7 +81,6 @@ def test_card_loader_random_json_is_only_a_model_error(tmp_path_factory, value):
         pass
 
 
-@CARD_XFAIL
 @FAST
 @given(data=st.binary(max_size=200))
 def test_card_loader_random_bytes_is_only_a_model_error(tmp_path_factory, data):
@@ -144,7 +138,6 @@ def test_mutated_models(tmp_path_factory, model_path, m):
     invoke("--demo", "--demo-frames", "2", "--model", bad, "--detector", "haar")
 
 
-@CARD_XFAIL
 @FAST
 @given(value=card_fields)
 def test_mutated_cards_through_the_cli(tmp_path_factory, model_path, value):
