@@ -372,3 +372,22 @@ def test_a_full_disk_ends_the_run_with_a_clear_error_not_a_crash(tmp_path, model
     assert "Traceback" not in p.stderr
     rows = list(csv.reader(table.open()))[1:]
     assert rows and [int(r[0]) for r in rows] == list(range(len(rows)))  # whole rows, every frame done
+
+
+def test_twenty_faces_default_detector_hint_and_haar_accounts_for_every_face(tmp_path):
+    """The default path on a crowd of small faces says what to do (raise --max-faces, and which
+    detector finds small faces); following the hint, every face of every frame is in the CSV."""
+    frames = [f.image for f in DemoSource(frames=10, faces=20, tight=True)]
+    v = write_video(tmp_path / "crowd.mp4", frames)
+    code, out = invoke("--video", v, "--csv", tmp_path / "a.csv", "--no-display")
+    assert code == 0, out
+    assert "raise --max-faces" in out and "--detector haar" in out, out
+    code, out = invoke("--video", v, "--csv", tmp_path / "b.csv", "--no-display", "--detector", "haar",
+                       "--max-faces", 20)
+    assert code == 0, out
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    per_frame = {}
+    for r in rows:
+        per_frame.setdefault(r["frame"], set()).add(r["face_id"])
+    assert len(per_frame) == 10 and all(len(ids) == 20 for ids in per_frame.values())
+    assert len({r["face_id"] for r in rows}) == 20  # the same 20 ids throughout

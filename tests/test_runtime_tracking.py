@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -283,3 +284,55 @@ def test_demo_tracking_follows_the_known_motion(any_model):
         want = np.c_[first_pts, np.ones(len(p))] @ src.transform(f.index).T
         errs.append(np.linalg.norm(p - want, axis=1).mean() / iod)
     assert float(np.median(errs)) < (0.15 if fake else 0.05), np.median(errs)
+
+
+def _copy_of(src, index, point):
+    """Which copy of the demo portrait a point (frame pixels) belongs to: the nearest true centre."""
+    centre = np.array([(121 + 416) / 2, (97 + 392) / 2, 1.0])  # the head in the portrait
+    if getattr(src, "_portrait", None) is not None and src._portrait.shape[0] < 400:  # tight crops
+        centre = np.array([(416 - 121) / 2, (392 - 97) / 2, 1.0])
+    d = [np.linalg.norm(point - src.transform(index, k) @ centre) for k in range(src.faces)]
+    return int(np.argmin(d))
+
+
+def test_twenty_faces_keep_their_ids_through_a_clip():
+    """20 small faces (Haar finds them all): every face in every frame, 20 ids, no id changes copy."""
+    src = DemoSource(frames=40, faces=20, tight=True)
+    tr = Tracker(device="cpu", detector="haar", max_faces=20)
+    owner, switches = {}, 0
+    for f in src:
+        faces = tr(f)
+        assert len(faces) == 20, f"frame {f.index}: {len(faces)} faces"
+        for face in faces:
+            k = _copy_of(src, f.index, face.points.mean(axis=0))
+            switches += owner.setdefault(face.id, k) != k
+    assert len(owner) == 20 and switches == 0, (len(owner), switches)
+
+
+def test_two_faces_that_cross_and_part_keep_their_ids():
+    """Two heads swap sides, one passing over the other: an id never moves to the other person,
+    and whenever both are fully in the picture and apart, both are tracked."""
+    w = math.pi / 1.7  # copy 1 runs the path 1.7 s later: opposite phase, so they cross
+
+    def cross(t):
+        return Motion(tx=680 * math.sin(w * t))
+
+    W = 960
+    src = DemoSource(frames=150, faces=2, motion=cross, size=(W, 480), tight=True, face_px=200)
+    tr = Tracker(device="cpu", detector="auto", max_faces=2, redetect_every=5)
+    half = 0.5 * 200 * (416 - 121) / (392 - 97)
+    owner, switches, apart, tracked = {}, 0, 0, 0
+    for f in src:
+        faces = tr(f)
+        cx = [src.transform(f.index, k)[0] @ np.array([147.5, 147.5, 1.0]) for k in (0, 1)]
+        if abs(cx[0] - cx[1]) > 2.5 * half:  # who is who is only clear while the heads are apart
+            for face in faces:
+                k = _copy_of(src, f.index, face.points.mean(axis=0))
+                switches += owner.setdefault(face.id, k) != k
+        if all(half < x < W - half for x in cx) and abs(cx[0] - cx[1]) > 2.5 * half:
+            apart += 1
+            tracked += len(faces) == 2
+    xs = [src.transform(i, 0)[0, 2] - src.transform(i, 1)[0, 2] for i in range(150)]
+    assert min(xs) < 0 < max(xs)  # they really changed sides
+    assert switches == 0, f"{switches} id switches; ids {owner}"
+    assert apart > 30 and tracked >= 0.9 * apart, (tracked, apart)
