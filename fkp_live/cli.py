@@ -149,7 +149,8 @@ def _device_line(tracker) -> str:
                    "likewise), a shipped file's name (ibug68, ibug68-accurate.int8, imm58, kaggle15, ...) "
                    "or an .onnx file with its .json card beside it [default: fast].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
-              show_default=True, help="Where ONNX Runtime runs the model; auto picks the best available.")
+              show_default=True, help="Where ONNX Runtime runs the model; auto picks the best available. cuda or "
+              "tensorrt that cannot be used falls back to the CPU with a warning; the log line names the provider used.")
 @click.option("--detector", type=click.Choice(["auto", "blazeface", "blazeface-full", "haar"]), default="auto",
               show_default=True, help="Face detector: BlazeFace short range (near faces), full range "
               "(small faces), Haar (no MediaPipe); auto = short range, retrying full range when it finds none.")

@@ -143,7 +143,7 @@ def test_corrupt_and_mismatched_models(tiny, tmp_path):
         Landmarker("nosuch", device="cpu")
 
 
-def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
+def test_cuda_request_without_gpu_falls_back_loudly(tiny, tmp_path, caplog):
     from fkp_live.track.landmarker import DeviceError, gpu_driver_present
 
     if gpu_driver_present():
@@ -152,9 +152,16 @@ def test_cuda_request_without_gpu_is_clear(tiny, tmp_path):
     p = tmp_path / "m.onnx"
     ex.export_onnx(model, task, p)
     ex.make_card(task, "m").save(p.with_suffix(".json"))
-    with pytest.raises(DeviceError, match="device cuda"):
-        Landmarker(p, device="cuda")
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="fkp_live"):
+        lm = Landmarker(p, device="cuda")
+    # it runs, says which provider it really got, and warns loudly that it fell back
+    assert lm.device == "cpu" and lm.provider == "CPUExecutionProvider" and lm.requested_device == "cuda"
+    assert "cuda device was asked for" in caplog.text and "CPUExecutionProvider" in caplog.text
     assert Landmarker(p, device="auto").device == "cpu"
+    with pytest.raises(DeviceError, match="must be auto, cpu, cuda or tensorrt"):
+        Landmarker(p, device="gpu")
 
 
 def test_card_records_the_whole_fine_tuning_chain(tmp_path, monkeypatch):

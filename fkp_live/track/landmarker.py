@@ -57,12 +57,19 @@ def _session(paths: dict[str, str], device: str, threads: int | None):
     if device not in ("auto", *_PROVIDERS):
         raise DeviceError(f"device must be auto, cpu, cuda or tensorrt, not {device!r}")
     # auto: GPU providers only where a driver exists; ONNX Runtime lists them whenever the
-    # onnxruntime-gpu wheel is installed and prints pages of errors when they fail to load
-    order = (["tensorrt", "cuda", "cpu"] if gpu_driver_present() else ["cpu"]) if device == "auto" else [device]
-    last_err = None
+    # onnxruntime-gpu wheel is installed and prints pages of errors when they fail to load.
+    # cuda / tensorrt: the GPU providers asked for, then the CPU (the caller warns about it)
+    if device == "auto":
+        order = ["tensorrt", "cuda", "cpu"] if gpu_driver_present() else ["cpu"]
+    elif device == "cpu":
+        order = ["cpu"]
+    else:
+        order = ["tensorrt", "cuda", "cpu"] if device == "tensorrt" else ["cuda", "cpu"]
+    why: list[str] = []
     for dev in order:
         wanted = _PROVIDERS[dev]
         if wanted[0] not in available:
+            why.append(f"{wanted[0]} is not in this onnxruntime build")
             continue
         path = paths[dev]
         try:
@@ -70,18 +77,14 @@ def _session(paths: dict[str, str], device: str, threads: int | None):
         except Exception as e:  # a provider listed but its libraries missing, a bad file
             if "INVALID_PROTOBUF" in str(e) or "Protobuf parsing failed" in str(e):
                 raise ModelError(f"model file {path} is not a valid ONNX model ({e}); re-export it") from e
-            last_err = e
+            why.append(f"{wanted[0]}: {str(e).splitlines()[0][:200]}")
             continue
         # ONNX Runtime silently falls back to CPU when a GPU provider's libraries are missing.
         if sess.get_providers()[0] == wanted[0]:
-            return sess, dev
-        last_err = RuntimeError(f"{wanted[0]} could not be loaded (CUDA/TensorRT libraries missing?)")
-    if device == "auto":
-        raise DeviceError(f"no ONNX Runtime execution provider could load {paths['cpu']}: {last_err}")
-    raise DeviceError(
-        f"device {device}: {last_err or _PROVIDERS[device][0] + ' is not available'}; "
-        "use the cpu or auto device"
-    )
+            return sess, dev, "; ".join(why)
+        why.append(f"{wanted[0]} could not be loaded (its CUDA/cuDNN/TensorRT libraries are missing or "
+                   "do not match this onnxruntime-gpu)" + ("" if gpu_driver_present() else "; no NVIDIA driver found"))
+    raise DeviceError(f"no ONNX Runtime execution provider could load {paths['cpu']}: {'; '.join(why)}")
 
 
 @contextlib.contextmanager
@@ -124,8 +127,16 @@ class Landmarker:
                  threads: int | None = None, quiet: bool = True):
         paths = {dev: resolve(model, gpu=dev != "cpu") for dev in ("cpu", "cuda", "tensorrt")}
         cards = {card: ModelCard.load(card) for _, card in {p[1]: p for p in paths.values()}.values()}
-        with _quiet_probe(quiet and device == "auto"):
-            self.session, self.device = _session({d: str(p[0]) for d, p in paths.items()}, device, threads)
+        with _quiet_probe(quiet and device != "cpu"):
+            self.session, self.device, why = _session({d: str(p[0]) for d, p in paths.items()}, device, threads)
+        self.requested_device = device
+        self.provider = self.session.get_providers()[0]
+        if device in ("cuda", "tensorrt") and self.device != device:
+            # the complaint about other tools: a GPU asked for, the CPU used, and nobody told
+            log.warning("WARNING: the %s device was asked for but ONNX Runtime could not use it (%s); "
+                        "running on %s instead, much slower. Install the CUDA and cuDNN versions this "
+                        "onnxruntime-gpu needs, or ask for the cpu device to silence this.",
+                        device, why or "unavailable", self.provider)
         self.onnx_path, card_path = paths[self.device]
         self.card = cards[card_path]
         self.schema = self.card.keypoints
