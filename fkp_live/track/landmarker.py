@@ -171,8 +171,11 @@ class Landmarker:
         self._outputs = [self.card.points_output]
         if self.card.confidence_output and self.card.confidence_output in outs:
             self._outputs.append(self.card.confidence_output)
-        self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-        self._std = np.asarray(self.card.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        mean = np.asarray(self.card.mean, dtype=np.float64).reshape(1, -1, 1, 1)
+        std = np.asarray(self.card.std, dtype=np.float64).reshape(1, -1, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add per pixel
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._shift = (-mean / std).astype(np.float32)
 
     @property
     def size(self) -> int:
@@ -190,8 +193,10 @@ class Landmarker:
 
     def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
         """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""
-        x = batch_u8.astype(np.float32).transpose(0, 3, 1, 2) * (1.0 / 255.0)
-        return (x - self._mean) / self._std
+        x = batch_u8.transpose(0, 3, 1, 2).astype(np.float32)
+        x *= self._scale
+        x += self._shift
+        return x
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,))."""
