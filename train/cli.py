@@ -251,7 +251,8 @@ def eval_runtime_command(models, data, split, detector, ced_png):
             out = evaluate_runtime(model, data, split, detector, per_face=bool(ced_png))
         nmes = out.pop("nmes", None)
         if nmes is not None:
-            curves[f"{model} ({out['file']})"] = nmes
+            stem = Path(out["file"]).stem
+            curves[stem if model.endswith(".onnx") else f"{model} ({stem})"] = nmes
         click.echo(json.dumps(out, indent=2))
     if ced_png:
         from .plots import ced_curves

@@ -28,7 +28,8 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
             missed += 1
             continue
         first.append(faces[0].raw)
-        second.append(tr(s.image)[0].raw if tr.tracks else faces[0].raw)
+        again = tr(s.image) if tr.tracks else []  # the tracked pass may drop a face it doubts
+        second.append(again[0].raw if again else faces[0].raw)
         truth.append(s.points)
     t = np.array(truth)
     m = np.ones(t.shape[:2], bool)
