@@ -249,7 +249,10 @@ def _guarded(o: dict, verbose: int) -> int:
             # failed): that is an interruption, not a failure
             click.echo("fkp-live: interrupted", err=True)
             return 130
-        if isinstance(e, (SourceError, SinkError)):
+        if isinstance(e, SourceError):
+            _fail(str(e) + _SOURCE_HINTS.get(e.hint, ""))
+            return e.exit_code
+        if isinstance(e, SinkError):
             _fail(str(e))
             return e.exit_code
         if isinstance(e, (ModelError, DeviceError, DetectorError, BatchError, MorphError)):
@@ -257,6 +260,16 @@ def _guarded(o: dict, verbose: int) -> int:
             return 2
         _fail(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with -v for details)"))
         return 1
+
+
+# what the sources' hint keys mean on this command line (the sources name no option)
+_SOURCE_HINTS = {
+    "images": " (--images DIR)",
+    "video": " (--video PATH)",
+    "camera": " (--camera N, --demo, --video PATH)",
+    "camera_other": " (--camera N)",
+    "one_source": " (--camera N, --video PATH, --images DIR or --demo)",
+}
 
 
 def _check_common(o: dict):

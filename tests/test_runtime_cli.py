@@ -70,6 +70,7 @@ def test_options_from_environment(tmp_path, model_path):
 
 @pytest.mark.parametrize("args, code, pattern", [
     (["--camera", "57"], 2, "camera 57 could not be opened"),
+    (["--camera", "57"], 2, "(--camera N, --demo, --video PATH)"),  # the CLI's own advice, from the hint
     (["--video", "{tmp}/missing.mp4"], 2, "missing.mp4 does not exist"),
     (["--video", "{tmp}/empty.mp4"], 2, "empty.mp4 is empty"),
     (["--video", "{tmp}/text.mp4"], 2, "text.mp4 is not a video"),

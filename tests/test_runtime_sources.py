@@ -160,8 +160,9 @@ class FakeCapture:
 
 
 def test_missing_camera_is_a_clear_error():
-    with pytest.raises(SourceError, match=r"camera 57 could not be opened.*--demo"):
+    with pytest.raises(SourceError, match=r"camera 57 could not be opened.*the demo") as e:
         CameraSource(57)
+    assert e.value.hint == "camera" and "--" not in str(e.value)  # the CLI adds its options
     with pytest.raises(SourceError, match="camera 3 could not be opened"):
         CameraSource(3, capture=FakeCapture(opened=False))
 

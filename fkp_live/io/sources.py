@@ -29,11 +29,13 @@ class SourceError(Exception):
     """A source cannot be opened or read; the message names it and says what to do.
 
     exit_code: 2 for bad input (a missing or broken file), 1 for a failure while running (a camera
-    that goes away)."""
+    that goes away). hint: a key for the caller's own advice ('images', 'video', 'camera',
+    'camera_other', 'one_source'): the CLI turns it into the option to use, so nothing here names one."""
 
-    def __init__(self, message: str, exit_code: int = 2):
+    def __init__(self, message: str, exit_code: int = 2, hint: str | None = None):
         super().__init__(message)
         self.exit_code = exit_code
+        self.hint = hint
 
 
 class Source:
@@ -74,7 +76,7 @@ class VideoSource(Source):
         if not p.exists():
             raise SourceError(f"video file {p} does not exist; check the path")
         if p.is_dir():
-            raise SourceError(f"{p} is a folder, not a video file; use --images {p} for a folder of images")
+            raise SourceError(f"{p} is a folder, not a video file; read it as a folder of images", hint="images")
         if p.stat().st_size == 0:
             raise SourceError(f"video file {p} is empty (0 bytes); re-copy or re-record it")
         try:
@@ -191,7 +193,7 @@ class ImageFolderSource(Source):
         if not self.folder.exists():
             raise SourceError(f"image folder {self.folder} does not exist; check the path")
         if not self.folder.is_dir():
-            raise SourceError(f"{self.folder} is not a folder; use --video for a video file")
+            raise SourceError(f"{self.folder} is not a folder; read a video file as a video", hint="video")
         self.files = sorted(
             p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
@@ -237,7 +239,7 @@ class CameraSource(Source):
             cap.release()
             raise SourceError(
                 f"camera {index} could not be opened: it does not exist, is in use, or access is "
-                "denied; try another --camera number, or --demo / --video PATH"
+                "denied; try another camera number, the demo or a video file", hint="camera"
             )
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -276,7 +278,7 @@ class CameraSource(Source):
                     "taken by another program); reconnect it and start again", exit_code=1)
                     if n else SourceError(
                     f"camera {self.index} opened but delivers no frames; check that no other "
-                    "program uses it, or try another --camera number"))
+                    "program uses it, or try another camera number", hint="camera_other"))
                 return
             now = time.monotonic()
             t0 = now if t0 is None else t0
@@ -413,7 +415,8 @@ def open_source(camera: int | None = None, video: str | None = None, images: str
                 demo: bool = False, demo_frames: int | None = 300) -> Source:
     given = [x is not None and x is not False for x in (camera, video, images, demo)]
     if sum(given) != 1:
-        raise SourceError("give exactly one source: --camera N, --video PATH, --images DIR or --demo")
+        raise SourceError("give exactly one source: a camera, a video file, an image folder or the demo",
+                          hint="one_source")
     if camera is not None:
         return CameraSource(camera)
     if video is not None:
