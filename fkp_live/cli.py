@@ -20,6 +20,9 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
+from .command import FkpCommand  # noqa: E402
+from .command import fail as _fail  # noqa: E402
+
 from .track.smooth import DEFAULT_STRENGTH as DEFAULT_SMOOTH
 
 log = logging.getLogger("fkp_live")
@@ -105,26 +108,6 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(v, param, ctx)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"fkp-live: error: {message}", err=True)
-
-
-class FkpCommand(click.Command):
-    """Usage errors as one line (not click's three), and our exit codes, however it is invoked."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name or "fkp-live", complete_var, standalone_mode=False, **extra)
-        except click.ClickException as e:
-            _fail(f"{e.format_message()} (see fkp-live --help)")
-            rv = e.exit_code
-        except click.exceptions.Abort:
-            rv = 130
-        if standalone_mode:
-            sys.exit(rv or 0)
-        return rv
 
 
 def _device_line(tracker) -> str:

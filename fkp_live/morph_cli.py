@@ -12,6 +12,9 @@ from pathlib import Path
 
 import click
 
+from .command import FkpCommand
+from .command import fail as _fail
+
 log = logging.getLogger("fkp_live")
 
 VIDEO_SUFFIXES = (".mp4",)
@@ -56,29 +59,10 @@ class MorphInputError(click.ClickException):
     exit_code = 2
 
 
-def _fail(message: str) -> None:
-    click.echo(f"fkp-live: error: {message}", err=True)
+class MorphCommand(FkpCommand):
+    """fkp-live's conventions (fkp_live.command); bad input found while working stands alone."""
 
-
-class MorphCommand(click.Command):
-    """fkp-live's conventions, however the command is invoked: one line per error on stderr
-    ("fkp-live: error: ..."), exit status 2 for bad usage or input, 1 for a failure, 130 for Ctrl-C."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name or f"fkp-live {self.name}", complete_var,
-                              standalone_mode=False, **extra)
-        except MorphInputError as e:
-            _fail(e.format_message())
-            rv = e.exit_code
-        except click.ClickException as e:
-            _fail(f"{e.format_message()} (see fkp-live {self.name} --help)")
-            rv = e.exit_code
-        except click.exceptions.Abort:
-            rv = 130
-        if standalone_mode:
-            sys.exit(rv or 0)
-        return rv
+    plain_errors = (MorphInputError,)
 
 
 def _setup_logging(verbose: int) -> None:
