@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import Closing
+
 log = logging.getLogger("fkp_live")
 
 
@@ -163,7 +165,7 @@ def _open_text(path: Path, what: str):
 
 
 # ----------------------------------------------------------------------------------------------
-class Sink:
+class Sink(Closing):
     """Base of every output: `write(frame, faces)`; closing (also on error) finalises the file."""
 
     picture = False  # True: wants frames with the overlay drawn (the run engine draws it once)
@@ -171,15 +173,6 @@ class Sink:
 
     def write(self, frame, faces) -> None:
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Mp4Sink(Sink):

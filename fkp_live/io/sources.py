@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame, to_bgr
+from . import Closing
 
 log = logging.getLogger("fkp_live")
 
@@ -38,7 +39,7 @@ class SourceError(Exception):
         self.hint = hint
 
 
-class Source:
+class Source(Closing):
     """Base: iterate for frames; a context manager that releases the device or file."""
 
     name: str = "source"
@@ -52,15 +53,6 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------
