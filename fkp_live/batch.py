@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .io import DEFAULT_PRESET
+
 log = logging.getLogger("fkp_live")
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv",
@@ -157,6 +159,9 @@ class Options:
     focal: float | None = None
     blink_threshold: float = 0.2
     mp4: bool = False
+    mp4_preset: str = DEFAULT_PRESET  # x264 preset and quality of the MP4s
+    mp4_crf: int = 20
+    mp4_threads: int | None = None  # x264 threads (1 in each of several workers)
     draw: str | None = None  # overlay layers for the MP4
     crops: str | None = None  # folder; each video's crops go to crops/NAME/
     crop_size: int = 112
@@ -216,7 +221,8 @@ def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], No
             sinks = [stack.enter_context(CsvSink(parts[0], tracker.schema.n, analysis=opts.analysis, staged=False))]
             if opts.mp4:
                 sinks.append(stack.enter_context(Mp4Sink(
-                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None, staged=False)))
+                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None, staged=False,
+                    preset=opts.mp4_preset, crf=opts.mp4_crf, threads=opts.mp4_threads)))
             if opts.crops:
                 sinks.append(stack.enter_context(CropSink(Path(opts.crops) / job.name, tracker.schema,
                                                           opts.crop_size, opts.crops_every)))

@@ -104,8 +104,11 @@ def _ours_fps(tracker, frames):
 @click.option("--json", "json_out", metavar="PATH", help="Also write the whole-process table as JSON.")
 @click.option("--dlib-model", metavar="PATH", help="dlib's shape_predictor_68_face_landmarks.dat, to add dlib "
               "to the side-by-side (needs the dlib package).")
+@click.option("--faces", "face_counts", metavar="N,N,...", default=None,
+              help="Only the many-faces figures: per-frame cost at 1280x720 with this many faces (e.g. 1,5,20), "
+              "and how many each detector finds.")
 def bench(clip, video, model, device, threads, detector, long_frames, repeat, pairs, processes_only, json_out,
-          dlib_model):
+          dlib_model, face_counts):
     """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
     outputs, stage times, memory, smoothing."""
     from .engine import run
@@ -116,6 +119,16 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
 
     if clip and video and clip != video:
         raise click.UsageError("give the clip once: VIDEO or --video")
+    if face_counts is not None:
+        try:
+            counts = [int(x) for x in face_counts.split(",") if x.strip()]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise click.BadParameter(f"{face_counts!r}: give face counts as whole numbers >= 1, e.g. 1,5,20",
+                                     param_hint="--faces")
+        _many_faces(counts, model, device, threads)
+        return
     clip = Path(clip or video) if (clip or video) else None
     if clip is not None and not clip.exists():
         raise click.BadParameter(f"{clip} does not exist", param_hint="VIDEO")
@@ -219,6 +232,40 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
                        f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
                        f"points by {lag(sm, raw):.2f} frames")
         _demo_smoothing(model, device, threads, detector)
+
+
+# ------------------------------------------------------------------------ many faces
+def _many_faces(counts: list[int], model, device, threads, frames: int = 90, size=(1280, 720)) -> None:
+    """Per-frame cost once the faces are tracked, on the built-in demo's crowd (copies of the
+    portrait's head on a 1280x720 grid, each moving), and the faces each detector finds."""
+    from .io.sources import DemoSource
+    from .track.detect import make_detector
+    from .track.tracker import Tracker
+
+    click.echo(f"== many faces at {size[0]}x{size[1]} (demo crowd, {frames} frames; Haar detector, "
+               f"re-detection every 30 frames only while a face is missing); CPU cores: {os.cpu_count()}")
+    for k in counts:
+        clip = list(DemoSource(frames=frames, faces=k, tight=True, size=size))
+        found = {}
+        for name in ("blazeface", "blazeface-full", "haar"):
+            det = make_detector(name)
+            found[name] = len(det(clip[0].image))
+            getattr(det, "close", lambda: None)()
+        tr = Tracker(model=model, device=device, threads=threads, detector="haar", max_faces=k)
+        tr(clip[0])  # detection, allocations
+        per = []
+        for f in clip[1:]:
+            t = tr.track(f)
+            per.append((len(t.faces), sum(t.seconds.values()), t.seconds))
+        steady = [p for p in per if "detect" not in p[2]]
+        ms = 1e3 * float(np.median([p[1] for p in steady])) if steady else float("nan")
+        stages = {s: 1e3 * float(np.median([p[2].get(s, 0.0) for p in steady])) for s in ("crop", "infer", "smooth")}
+        tracked = int(np.median([p[0] for p in per]))
+        click.echo(f"{k:>3} faces: {ms:6.2f} ms per tracked frame ({ms / max(tracked, 1):.2f} ms per face; "
+                   + ", ".join(f"{s} {v:.2f}" for s, v in stages.items())
+                   + f"), {tracked} tracked; found in frame 0 by "
+                   + ", ".join(f"{n} {c}" for n, c in found.items()))
+        tr.close()
 
 
 # ------------------------------------------------------------------------ whole processes

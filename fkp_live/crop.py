@@ -29,14 +29,20 @@ class Crop:
     def matrix(self, size: int) -> np.ndarray:
         """2x3 affine mapping frame pixels to crop pixels (crop pixels span 0..size)."""
         k = size / self.side
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        # rotate by -angle about the centre, scale, move the centre to size/2
-        a = np.array([[c * k, s * k], [-s * k, c * k]], dtype=np.float64)
-        t = np.array([size / 2, size / 2]) - a @ np.array([self.cx, self.cy])
-        return np.hstack([a, t[:, None]])
+        c, s = math.cos(self.angle) * k, math.sin(self.angle) * k
+        # rotate by -angle about the centre, scale, move the centre to size/2 (plain floats: this
+        # runs for every face in every frame)
+        h = size / 2
+        return np.array([[c, s, h - c * self.cx - s * self.cy],
+                         [-s, c, h + s * self.cx - c * self.cy]])
 
     def inverse(self, size: int) -> np.ndarray:
-        return cv2.invertAffineTransform(self.matrix(size))
+        """2x3 affine mapping crop pixels back to frame pixels."""
+        k = self.side / size
+        c, s = math.cos(self.angle) * k, math.sin(self.angle) * k
+        h = size / 2
+        return np.array([[c, -s, self.cx - c * h + s * h],
+                         [s, c, self.cy - s * h - c * h]])
 
     def to_frame(self, uv: np.ndarray, size: int | None = None) -> np.ndarray:
         """Crop fractions (..., 2) in 0..1 -> frame pixels."""

@@ -217,6 +217,40 @@ def test_flip_averaged_export_is_mirror_consistent(tiny, tmp_path):
     assert np.abs(mpts - pts).max() * 64 > 0.01
 
 
+def test_ensemble_export_averages_its_nets_and_refuses_mismatched_ones(tiny, tmp_path):
+    """`--ensemble B.pt`: one graph whose points are the mean of both nets' points (checked against
+    the two single exports through ONNX Runtime); a net of another input size is refused, exit 2."""
+    d, _, task = tiny
+    torch.manual_seed(1)
+    other = build_model(task).eval()
+    with torch.no_grad():
+        other.heat.weight.normal_(0, 50.0)  # peaked heatmaps: points away from the centre
+    b = tmp_path / "b"
+    b.mkdir()
+    torch.save({"model": other.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}, b / "best.pt")
+    for name, extra in (("a", []), ("b", None), ("ab", ["--ensemble", str(b / "best.pt")])):
+        ck = str(b / "best.pt") if extra is None else str(d / "best.pt")
+        r = CliRunner().invoke(fkp_train, ["export", ck, "--out", str(tmp_path / f"{name}.onnx"), *(extra or [])])
+        assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "ab.json").read_text())
+    assert "mean of 2 such nets" in card["description"]
+    crops = np.random.default_rng(4).integers(0, 256, (3, 64, 64, 1), dtype=np.uint8)
+    got = {}
+    for name in ("a", "b", "ab"):
+        lm = Landmarker(tmp_path / f"{name}.onnx", device="cpu")
+        got[name] = lm.run(lm.normalise(crops))[0]
+    assert np.abs(got["a"] - got["b"]).max() * 64 > 0.05  # two different nets
+    assert np.abs((got["a"] + got["b"]) / 2 - got["ab"]).max() * 64 < 1e-3
+    big = tmp_path / "big"
+    big.mkdir()
+    t2 = task.with_(size=(96, 96))
+    torch.save({"model": build_model(t2).state_dict(), "task": t2.to_dict(), "epoch": 0, "val": {}}, big / "best.pt")
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x.onnx"),
+                                       "--ensemble", str(big / "best.pt")])
+    assert r.exit_code == 2, r.output
+    assert "size" in r.output and str(big / "best.pt") in r.output and not (tmp_path / "x.onnx").exists()
+
+
 def test_export_fails_and_removes_the_file_when_parity_is_over_the_limit(tiny, tmp_path):
     """The parity check is a gate: over --tolerance, exit 1 with the measured difference, no file left."""
     d, _, _ = tiny

@@ -60,6 +60,26 @@ def test_video_to_mp4_csv_jsonl(tmp_path, model_path, face_video):
         assert sum(1 for _ in ct.decode(video=0)) == 12
 
 
+@pytest.mark.parametrize("preset,crf,marks", [("superfast", 20, (b"crf=20.0", b"subme=1")),
+                                               ("veryfast", 27, (b"crf=27.0", b"subme=2"))])
+def test_mp4_preset_and_crf_reach_the_encoder(tmp_path, preset, crf, marks):
+    """x264 writes its settings into the stream: the preset (its subme) and the CRF asked for.
+    The default is superfast (the README's speed figures)."""
+    out = tmp_path / "o.mp4"
+    args = ["--demo", "--demo-frames", "8", "--no-display", "-o", out]
+    if preset != "superfast":
+        args += ["--mp4-preset", preset]
+    if crf != 20:
+        args += ["--mp4-crf", crf]
+    code, output = invoke(*args)
+    assert code == 0, output
+    data = out.read_bytes()
+    for m in marks:
+        assert m in data, m
+    code, output = invoke("--demo", "--no-display", "-o", tmp_path / "x.mp4", "--mp4-preset", "warp")
+    assert code == 2 and "--mp4-preset" in output
+
+
 def test_options_from_environment(tmp_path, model_path):
     c = tmp_path / "o.csv"
     code, out = invoke("--demo", "--csv", c, env={"FKP_LIVE_MODEL": str(model_path), "FKP_LIVE_NO_DISPLAY": "1",

@@ -81,3 +81,25 @@ def test_smoothing_with_the_real_model_still_and_moving():
     raw, smoothed = r["still_jitter"]
     assert raw / smoothed >= 5.0, r
     assert abs(r["moving_lag"][1]) <= 1.0, r
+
+
+def test_several_faces_run_on_the_all_core_session_with_the_same_answer(monkeypatch):
+    """One or two crops go through the one-thread session; from WIDE_BATCH crops on, through a
+    second session over every core, built on first use. Both give the same points."""
+    import os
+
+    from fkp_live.track import landmarker as lmod
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    lm = lmod.Landmarker(device="cpu")
+    x = np.random.default_rng(0).random((lmod.WIDE_BATCH, lm.card.channels, lm.size, lm.size)).astype(np.float32)
+    one, _ = lm.run(x[:1])
+    assert lm._wide is None  # a single face never builds it
+    many, _ = lm.run(x)
+    assert lm._wide is not None
+    assert np.abs(many[:1] - one).max() < 1e-4
+    assert lm._wide.get_session_options().intra_op_num_threads != 1
+    assert lm.session.get_session_options().intra_op_num_threads == 1
+    fixed = lmod.Landmarker(device="cpu", threads=2)  # a count given: one session, that count
+    fixed.run(x)
+    assert fixed._wide is None and fixed.session.get_session_options().intra_op_num_threads == 2

@@ -172,8 +172,11 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
 @click.option("--tensorrt", is_flag=True, help="Also build NAME.engine with TensorRT (NVIDIA GPU).")
 @click.option("--flip-average", is_flag=True,
               help="Average each crop's points with its mirror image's, inside the graph (2x the work).")
+@click.option("--ensemble", "ensemble", multiple=True, type=click.Path(exists=True), metavar="CHECKPOINT",
+              help="Another checkpoint of the same task, averaged with CHECKPOINT inside the graph "
+                   "(repeatable; each adds one net's work).")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
-                   flip_average):
+                   flip_average, ensemble):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -189,7 +192,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     try:
         with _user_errors():
             ex.export_checkpoint(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16,
-                                 tensorrt, flip_average, echo=click.echo)
+                                 tensorrt, flip_average, ensemble, echo=click.echo)
     except ex.ParityError as e:
         raise click.ClickException(str(e)) from None
     except ex.TensorRTUnavailable as e:

@@ -74,6 +74,30 @@ class FlipAverage(nn.Module):
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
+class Ensemble(nn.Module):
+    """Several nets trained for the same task, as one graph: each crop goes through every net and
+    their points (and presence logits) are averaged. Independently trained nets make partly
+    independent errors, so the mean sits closer to the truth than any one of them."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, image):
+        outs = [m(image) for m in self.models]
+        k = 1.0 / len(outs)
+        return sum(p for p, _ in outs) * k, sum(c for _, c in outs) * k
+
+
+def same_input(task: Task, other: Task, where: str) -> None:
+    """Raise ExportError unless two tasks read the same crops and predict the same points."""
+    for field in ("schema", "size", "channels", "mode", "crop_scale", "crop_rotate"):
+        a, b = getattr(task, field), getattr(other, field)
+        if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
+            raise ExportError(f"{where}: its {field} is {b!r} where the first checkpoint's is {a!r}; "
+                              "an ensemble's nets must read the same crops and predict the same points")
+
+
 class ExportError(Exception):
     """An export that cannot be made (bad arguments, a model TensorRT cannot build)."""
 
@@ -105,7 +129,8 @@ def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> 
 
 
 def make_card(task: Task, name: str, metrics: dict | None = None, command: str = "",
-              data: str = "", box_calibration: dict | None = None, flip_average: bool = False) -> ModelCard:
+              data: str = "", box_calibration: dict | None = None, flip_average: bool = False,
+              ensemble: int = 1) -> ModelCard:
     w, h = task.size
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
@@ -114,6 +139,7 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
         box_calibration=box_calibration or {},
         description=f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} "
                     f"input, {task.loss} loss; task preset {task.name!r} ({task.mode} mode)"
+                    + (f"; the mean of {ensemble} such nets, trained apart" if ensemble > 1 else "")
                     + ("; each crop averaged with its mirror image inside the graph" if flip_average else ""),
         training={"command": command, "data": data, "task": task.to_dict()},
         metrics=metrics or {},
@@ -341,13 +367,14 @@ def _latency(path: Path, size: int, channels: int) -> dict:
 
 def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
                       tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
-                      tensorrt: bool = False, flip_average: bool = False, echo=_echo) -> ModelCard:
+                      tensorrt: bool = False, flip_average: bool = False, ensemble=(), echo=_echo) -> ModelCard:
     """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
 
     `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
     and INT8 calibration. `calibration`: a box calibration file (`train.calibrate`); without one,
     an existing NAME.json's calibration is kept. `int8`, `fp16`: also NAME.int8.onnx and
-    NAME.fp16.onnx, each with its own card. `tensorrt`: also NAME.engine, built last (raises
+    NAME.fp16.onnx, each with its own card. `ensemble`: more checkpoints of the same task, averaged
+    with the first inside the graph (the card records every net's command chain). `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
@@ -362,6 +389,11 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     if int8 and not data:
         raise ExportError("INT8 export needs the task's data: INT8 is calibrated on training crops")
     model, task = load_model(checkpoint)
+    members = []
+    for other in ensemble:
+        m2, t2 = load_model(other)
+        same_input(task, t2, str(other))
+        members.append(m2.eval())
     # read before anything is written: a bad calibration leaves the old export as it was
     if calibration:
         box_cal = read_calibration(calibration)
@@ -370,14 +402,19 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     else:
         box_cal = {}
     out.parent.mkdir(parents=True, exist_ok=True)
+    if members:
+        model = Ensemble([model.eval(), *members])
     if flip_average:
         from fkp_live import schemas
 
         model = FlipAverage(model.eval(), schemas.get(task.schema).mirror_array(), task.size[0])
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
+    for i, other in enumerate(ensemble, 2):
+        c2, _ = read_training_command(Path(other).parent)
+        cmd += f" ; ensemble net {i}: {c2 or other}"
     card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
-                     flip_average=flip_average)
+                     flip_average=flip_average, ensemble=1 + len(members))
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = crops_of(val, task, limit=32)

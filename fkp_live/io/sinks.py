@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import Closing
+from . import DEFAULT_PRESET, SMALL_FRAME, Closing
 
 log = logging.getLogger("fkp_live")
 
@@ -192,7 +192,8 @@ class Mp4Sink(Sink):
     threaded = True  # the run engine may encode it in its own thread (one writer at a time)
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
-                 crf: int = 20, preset: str = "veryfast", what: str = "--output", staged: bool = True):
+                 crf: int = 20, preset: str = DEFAULT_PRESET, what: str = "--output", staged: bool = True,
+                 threads: int | None = None):
         import av
 
         self.path = check_output_path(path, what)
@@ -207,6 +208,9 @@ class Mp4Sink(Sink):
             raise SinkError(f"cannot write {what} {self._stage.tmp}: {getattr(e, 'strerror', None) or e}; "
                             "choose a writable path") from None
         self._opts = {"crf": str(crf), "preset": preset}
+        # x264's threads; None: one for small frames, where its own choice (about 1.5 per core)
+        # fights the model for the CPU, and x264's choice for large ones (measured, see DEFAULT_PRESET)
+        self._threads = threads
         self._video = None
         self._size: tuple[int, int] | None = None  # (w, h) as given by the first frame
         self._last_pts = -1
@@ -263,6 +267,9 @@ class Mp4Sink(Sink):
         v.time_base = self.TIME_BASE
         v.codec_context.time_base = self.TIME_BASE
         v.options = self._opts
+        threads = self._threads or (1 if ew * eh <= SMALL_FRAME else None)
+        if threads:
+            v.codec_context.thread_count = int(threads)
         self._video = v
         if self._audio_in is not None:
             self._audio_out = self._out.add_stream_from_template(self._audio_template)

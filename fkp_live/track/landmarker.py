@@ -36,6 +36,10 @@ def gpu_driver_present() -> bool:
         return False
 
 
+# from this many faces in one frame on, inference runs over every core (see Landmarker.__init__)
+WIDE_BATCH = 3
+
+
 def _session(paths: dict[str, str], device: str, threads: int | None):
     """The first execution provider that loads -> (session, device). `paths[device]` is the file
     for each device tried (an alias's FP16 file for a GPU, its INT8 file for the CPU)."""
@@ -127,8 +131,17 @@ class Landmarker:
                  threads: int | None = None, quiet: bool = True):
         paths = {dev: resolve(model, gpu=dev != "cpu") for dev in ("cpu", "cuda", "tensorrt")}
         cards = {card: ModelCard.load(card) for _, card in {p[1]: p for p in paths.values()}.values()}
+        # On the CPU with no thread count given, one face runs on ONE thread (a ~1 ms model gains
+        # nothing from a second thread but pays for waking it, and the decode thread wants that
+        # core), while a batch of several faces gets a session over every core, built on first use.
+        # Measured: 1713 frames of 512x512 video, whole process 3.7-3.9 s on one thread against
+        # 4.1-4.4 s on two; a batch of 20 crops 23 ms on one thread, 13.8 ms on two.
+        one = 1 if threads is None and device in ("cpu", "auto") else threads
         with _quiet_probe(quiet and device != "cpu"):
-            self.session, self.device, why = _session({d: str(p[0]) for d, p in paths.items()}, device, threads)
+            self.session, self.device, why = _session({d: str(p[0]) for d, p in paths.items()}, device, one)
+        # the wide session takes ONNX Runtime's default thread count (the physical cores)
+        self._wide_threads = 0 if threads is None and self.device == "cpu" and (os.cpu_count() or 1) > 1 else None
+        self._wide = None
         self.requested_device = device
         self.provider = self.session.get_providers()[0]
         if device in ("cuda", "tensorrt") and self.device != device:
@@ -208,7 +221,12 @@ class Landmarker:
             pts = np.concatenate([p for p, _ in parts])[:len(batch)]
             conf = np.concatenate([c for _, c in parts])[:len(batch)]
             return pts, conf
-        out = self.session.run(self._outputs, {self.card.input_name: batch})
+        session = self.session
+        if self._wide_threads is not None and len(batch) >= WIDE_BATCH:
+            if self._wide is None:
+                self._wide, _, _ = _session({"cpu": str(self.onnx_path)}, "cpu", self._wide_threads)
+            session = self._wide
+        out = session.run(self._outputs, {self.card.input_name: batch})
         pts = out[0].reshape(len(batch), self.schema.n, 2)
         conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
         return pts, conf

@@ -204,8 +204,8 @@ class Tracker:
             if not still:
                 tr.crop = crop_from_points(tr.smoothed, self.schema, self.card.crop_scale, self.card.crop_rotate)
             s = tr.smoothed
-            faces.append(Face(tr.id, (float(s[:, 0].min()), float(s[:, 1].min()), float(s[:, 0].max()),
-                                      float(s[:, 1].max())), tr.points, s, tr.confidence, seen_in))
+            (x0, y0), (x1, y1) = s.min(axis=0).tolist(), s.max(axis=0).tolist()
+            faces.append(Face(tr.id, (x0, y0, x1, y1), tr.points, s, tr.confidence, seen_in))
         self.tracks = [] if still else kept
         secs["smooth"] = time.perf_counter() - t2
         self._index += 1
