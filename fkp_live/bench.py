@@ -238,8 +238,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
 def _many_faces(counts: list[int], model, device, threads, frames: int = 90, size=(1280, 720)) -> None:
     """Per-frame cost once the faces are tracked, on the built-in demo's crowd (copies of the
     portrait's head on a 1280x720 grid, each moving), and the faces each detector finds."""
+    from .crop import crop_from_points
     from .io.sources import DemoSource
     from .track.detect import make_detector
+    from .track.smooth import DEFAULT_STRENGTH, KeypointSmoother
     from .track.tracker import Tracker
 
     click.echo(f"== many faces at {size[0]}x{size[1]} (demo crowd, {frames} frames; Haar detector, "
@@ -253,10 +255,30 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
             getattr(det, "close", lambda: None)()
         tr = Tracker(model=model, device=device, threads=threads, detector="haar", max_faces=k)
         tr(clip[0])  # detection, allocations
-        per = []
+        per, parts = [], {"crop": [], "back-projection": [], "smoother": []}
+        smoothers: dict[int, KeypointSmoother] = {}
         for f in clip[1:]:
             t = tr.track(f)
             per.append((len(t.faces), sum(t.seconds.values()), t.seconds))
+            if not t.faces:
+                continue
+            # the per-face parts, timed apart on this frame's faces: cutting and normalising the
+            # crops; crop fractions -> frame pixels and the next crop from them; one Kalman update
+            crops = [face.crop for face in t.faces]
+            uv = [face.crop.from_frame(face.raw) for face in t.faces]
+            t0 = time.perf_counter()
+            tr.landmarker.prepare(f.image, crops)
+            t1 = time.perf_counter()
+            for c, u in zip(crops, uv):
+                crop_from_points(c.to_frame(u), tr.schema, tr.card.crop_scale, tr.card.crop_rotate)
+            t2 = time.perf_counter()
+            for face in t.faces:
+                sm = smoothers.setdefault(face.id, KeypointSmoother(DEFAULT_STRENGTH))
+                sm(face.raw, 50.0)
+            t3 = time.perf_counter()
+            n = len(t.faces)
+            for key, dt in (("crop", t1 - t0), ("back-projection", t2 - t1), ("smoother", t3 - t2)):
+                parts[key].append(dt / n)
         steady = [p for p in per if "detect" not in p[2]]
         ms = 1e3 * float(np.median([p[1] for p in steady])) if steady else float("nan")
         stages = {s: 1e3 * float(np.median([p[2].get(s, 0.0) for p in steady])) for s in ("crop", "infer", "smooth")}
@@ -265,6 +287,8 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
                    + ", ".join(f"{s} {v:.2f}" for s, v in stages.items())
                    + f"), {tracked} tracked; found in frame 0 by "
                    + ", ".join(f"{n} {c}" for n, c in found.items()))
+        click.echo("           per face: " + ", ".join(f"{key} {1e3 * float(np.median(v)):.3f} ms"
+                                                    for key, v in parts.items() if v))
         tr.close()
 
 
