@@ -107,3 +107,25 @@ def test_photometric_keeps_dtype_and_shape():
     cfg = AugmentConfig(blur=1.0, equalise=1.0, noise=1.0, occlude=1.0)
     ex = make_example(img, _face_points(rng), np.ones(68, bool), schemas.IBUG68, (96, 96), rng, cfg)
     assert ex.image.shape == (96, 96, 3) and ex.image.dtype == np.uint8
+
+
+def test_flip_shift_keeps_the_labels_left_right_convention():
+    """With flip_shift b, a flipped sample's points sit 2b x IOD to the right of the plain mirror,
+    an unflipped one's are untouched, and the random draws (so every other choice) do not change."""
+    from dataclasses import replace
+
+    schema = schemas.IBUG68
+    pts = _face_points(np.random.default_rng(3))
+    img = np.zeros((320, 320), np.uint8)
+    for flip in (0.0, 1.0):
+        plain_cfg = replace(GEOMETRIC, flip=flip)
+        shifted_cfg = replace(plain_cfg, flip_shift=0.01)
+        a = make_example(img, pts, np.ones(68, bool), schema, (128, 128), np.random.default_rng(5), plain_cfg)
+        b = make_example(img, pts, np.ones(68, bool), schema, (128, 128), np.random.default_rng(5), shifted_cfg)
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        e = schema.ocular_points(a.points * 128)
+        iod = float(np.hypot(*(e[1] - e[0])))
+        dx = (b.points - a.points)[:, 0] * 128
+        want = 2 * 0.01 * iod if flip else 0.0
+        np.testing.assert_allclose(dx, want, atol=1e-4)
+        np.testing.assert_allclose(b.points[:, 1], a.points[:, 1])

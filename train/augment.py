@@ -31,6 +31,11 @@ class AugmentConfig:
     noise: float = 0.2  # probability of Gaussian noise
     occlude: float = 0.2  # probability of a random patch over part of the face
     negative: float = 0.0  # probability of a crop holding no face (confidence target 0)
+    # The labels' own left-right offset, as a fraction of the inter-ocular distance (+: labels sit
+    # right of the features they mark). A plain flip turns +b into -b, so a net trained with flips
+    # learns neither and reads b to the left of every label; with this set, a flipped sample's
+    # points move right by 2b and keep the labels' convention. 300-W: 0.0082 (README, Reproduce 3).
+    flip_shift: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(0, (1.0, 1.0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -167,6 +172,11 @@ def make_example(
     if cfg.flip and rng.random() < cfg.flip:
         m = flip_matrix(w) @ m
         new_pts, new_mask = flip_points(new_pts, new_mask, schema, w)
+        if cfg.flip_shift and schema.ocular is not None:
+            corners = [*schema.ocular[0], *schema.ocular[1]]
+            if new_mask[corners].all():
+                e = schema.ocular_points(new_pts)
+                new_pts[:, 0] += 2.0 * cfg.flip_shift * float(np.hypot(*(e[1] - e[0])))
     out = cv2.warpAffine(image, m[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     out = photometric(out, cfg, rng)
     if present == 0.0:
