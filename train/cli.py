@@ -157,6 +157,26 @@ def eval_command(checkpoint, data, split, json_out, skip_bad, two_model, plots):
         Path(json_out).write_text(json.dumps(res, indent=2) + "\n")
 
 
+@main.command("mirror-offset", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--data", required=True, type=click.Path(exists=True), help="Dataset of the checkpoint's task.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1), help="Use every Nth face.")
+def mirror_offset_command(checkpoint, data, split, every):
+    """Split a systematic x offset into the labels' own (b) and the pipeline's (c).
+
+    \b
+    Mean signed x error on the split's images and on their mirror images, in % of the
+    inter-ocular distance: a flip-trained net reads -b on the images and +b on the mirrors when
+    the labels sit b right of the features; a crop or resize error (c) keeps its sign.
+    """
+    from .evaluate import mirror_offset
+
+    with _user_errors():
+        res = mirror_offset(checkpoint, data, split, every)
+    click.echo(json.dumps(res, indent=2))
+
+
 @main.command("export", context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(), help="NAME.onnx; the card goes to NAME.json.")

@@ -55,6 +55,56 @@ def combine(pred_a, pred_b, task_a):
     return np.where(from_a[None, :, None], pred_a, pred_b)
 
 
+def mirror_sample(s, perm: np.ndarray):
+    """A sample seen in a mirror: the image flipped and the points mirrored as training's flip
+    does (column j -> W-1-j) and renumbered by the mirror permutation."""
+    w = s.image.shape[1]
+    p = s.points.copy()
+    p[:, 0] = (w - 1) - p[:, 0]
+    return dataclasses.replace(s, image=np.ascontiguousarray(s.image[:, ::-1]), points=p[perm], mask=s.mask[perm])
+
+
+def mirror_offset(checkpoint, data, split: str = "train", every: int = 1) -> dict:
+    """Where a systematic x offset against the labels comes from.
+
+    The mean signed error (prediction - label) in x, in % of the inter-ocular distance, on the
+    split's images as they are and mirrored. A net trained with flips treats left and right alike:
+    if the LABELS sit b to the right of the features, it reads -b on the images and +b on their
+    mirrors (the sign turns); an error of the crops, resizing or decoding (the pipeline) keeps its
+    sign, c. So b = (mirrored - original) / 2 and c = (mirrored + original) / 2. b is what
+    `--augment '{"flip_shift": b}'` (a fraction, not %) keeps through training's flips.
+    """
+    from .checkpoint import load_model
+    from .datasets import load_split
+
+    model, task = load_model(checkpoint)
+    plain = dataclasses.replace(task, label_subset=None, complete_only=False)
+    samples, _ = load_split(plain, data, split)
+    out = {"checkpoint": str(checkpoint), "split": split}
+    return {**out, **mirror_offset_of(model, plain, samples[::max(1, every)])}
+
+
+def mirror_offset_of(model, task, samples) -> dict:
+    """`mirror_offset` for a model in memory and a list of samples."""
+    from fkp_live import schemas
+
+    schema = schemas.get(task.schema)
+    if schema.ocular is None:
+        raise ValueError(f"schema {schema.name!r} has no eye corners to measure the offset against")
+    out = {"faces": len(samples)}
+    for name, ss in (("original", samples), ("mirrored", [mirror_sample(s, schema.mirror_array()) for s in samples])):
+        pred, truth, mask, _ = predict_dataset(model, KeypointDataset(ss, task, None))
+        e = schema.ocular_points(truth)
+        iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
+        d = (pred - truth) / iod[:, None, None] * 100
+        out[name] = {"dx_pct_iod": round(float(d[..., 0][mask].mean()), 4),
+                     "dy_pct_iod": round(float(d[..., 1][mask].mean()), 4)}
+    o, m = out["original"]["dx_pct_iod"], out["mirrored"]["dx_pct_iod"]
+    out["label_offset_b_pct_iod"] = round((m - o) / 2, 4)
+    out["pipeline_offset_c_pct_iod"] = round((m + o) / 2, 4)
+    return out
+
+
 def prediction_plots(samples, pred, truth, mask, schema, out: Path, title: str) -> list[str]:
     """Best and worst predictions, and for schemes with eyes the CED and per-point errors."""
     from . import plots as pl
