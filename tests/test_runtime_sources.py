@@ -242,3 +242,33 @@ def test_display_rotation_is_applied_and_logged(tmp_path, caplog, rotation, turn
     assert got[0].shape == want.shape and src.size == (want.shape[1], want.shape[0])
     assert np.abs(got[0].astype(int) - want).mean() < 8
     assert ("display rotation of" in caplog.text) == (turned is not None)
+
+
+def test_video_frames_carry_their_luma_and_it_reads_as_the_grey_image(tmp_path):
+    """A BT.601 4:2:0 video's frames carry the decoder's Y plane; mapped to full range it is
+    OpenCV's grey of the BGR frame within a grey level (but where the BGR frame clips), and a grey model reads the same
+    points from it (the tracker cuts grey crops from it)."""
+    from fkp_live.frame import grey_from_luma
+    from fkp_live.track.tracker import Tracker
+    from runtime_helpers import demo_frames
+
+    path = write_video(tmp_path / "v.mp4", demo_frames(6)[0])
+    with VideoSource(path) as src:
+        frames = list(src)
+    f = frames[3]
+    assert f.luma is not None and f.luma.shape == f.image.shape[:2]
+    d = grey_from_luma(f.luma).astype(int) - cv2.cvtColor(f.image, cv2.COLOR_BGR2GRAY).astype(int)
+    # equal but for rounding (one level) and the odd pixel where the BGR frame clips a saturated
+    # colour at a chroma edge
+    assert np.percentile(np.abs(d), 99) <= 1 and abs(d.mean()) < 1.0, (np.percentile(np.abs(d), [50, 99, 100]), d.mean())
+    tr = Tracker(device="cpu", detector="blazeface", smooth=None)
+    with_luma = tr.track(f, still=True).faces
+    without = tr.track(type(f)(f.index, f.pts_seconds, f.image), still=True).faces
+    assert len(with_luma) == len(without) == 1
+    moved = np.linalg.norm(with_luma[0].raw - without[0].raw, axis=1)
+    iod = np.linalg.norm(without[0].raw[45] - without[0].raw[36])
+    # what a grey level of rounding moves the (INT8) model's points by: a small part of its error
+    assert moved.mean() / iod < 0.005 and moved.max() / iod < 0.02, (moved.mean() / iod, moved.max() / iod)
+    # a picture from an image folder has none (nothing to gain: JPEGs decode to BGR)
+    cv2.imwrite(str(tmp_path / "a.png"), f.image)
+    assert next(iter(ImageFolderSource(tmp_path))).luma is None

@@ -113,10 +113,10 @@ class VideoSource(Source):
                     t = None
                 if turn == -1:
                     turn = self._rotation(frame)
-                img = _frame_to_bgr(frame)
+                img, luma = _frame_to_bgr(frame)
                 if turn is not None:
-                    img = cv2.rotate(img, turn)
-                yield Frame(i, t, img)
+                    img, luma = cv2.rotate(img, turn), None
+                yield Frame(i, t, img, luma=luma)
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -158,13 +158,15 @@ class VideoSource(Source):
 _BT601 = {2, 5, 6}  # unspecified, BT470BG, SMPTE170M: the matrix OpenCV's I420 conversion uses
 
 
-def _frame_to_bgr(frame) -> np.ndarray:
+def _frame_to_bgr(frame) -> tuple[np.ndarray, np.ndarray | None]:
+    """A decoded frame -> (BGR image, its limited-range Y plane or None)."""
     # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better; it
     # applies to the common case (limited-range BT.601 4:2:0), anything else goes through swscale
     if (frame.format.name == "yuv420p" and not (frame.width | frame.height) & 1
             and frame.color_range != 2 and frame.colorspace in _BT601):
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
-    return to_bgr(frame.to_ndarray(format="bgr24"))
+        i420 = frame.to_ndarray()
+        return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), i420[:frame.height]
+    return to_bgr(frame.to_ndarray(format="bgr24")), None
 
 
 def _av_reason(e: Exception) -> str:

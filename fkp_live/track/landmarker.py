@@ -10,7 +10,7 @@ import numpy as np
 
 from ..card import ModelCard, ModelError, resolve
 from ..crop import Crop, warp
-from ..frame import to_bgr, to_channels
+from ..frame import grey_from_luma, to_bgr, to_channels
 
 log = logging.getLogger("fkp_live")
 
@@ -194,13 +194,20 @@ class Landmarker:
     def size(self) -> int:
         return self.card.input_size
 
-    def prepare(self, image: np.ndarray, crops: list[Crop]) -> np.ndarray:
-        """Cut, convert and normalise crops from one frame: (B, C, S, S) float32."""
+    def prepare(self, image: np.ndarray, crops: list[Crop], luma: np.ndarray | None = None) -> np.ndarray:
+        """Cut, convert and normalise crops from one frame: (B, C, S, S) float32.
+
+        `luma`: the frame's video Y plane (`Frame.luma`), which a grey model's crops are cut from
+        instead: one byte per pixel to read rather than three, and no colour conversion."""
         s = self.size
         batch = np.empty((len(crops), s, s, self.card.channels), dtype=np.uint8)
+        grey_luma = luma is not None and self.card.channels == 1
         for i, c in enumerate(crops):
             # cut first, convert the small crop: cheaper than converting the whole frame
-            w = to_channels(to_bgr(warp(image, c, s)), self.card.channels)
+            if grey_luma:
+                w = grey_from_luma(warp(luma, c, s))
+            else:
+                w = to_channels(to_bgr(warp(image, c, s)), self.card.channels)
             batch[i] = w.reshape(s, s, self.card.channels)
         return self.normalise(batch)
 
