@@ -177,6 +177,10 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
     pictures = [w for w, s in zip(writers, sinks) if getattr(s, "picture", False)]
     data = [w for w, s in zip(writers, sinks) if not getattr(s, "picture", False)]
     still = getattr(source, "still", False) if still is None else still
+    if hasattr(source, "lazy_bgr"):
+        # nothing downstream looks at the pixels but the tracker (which reads grey crops from the
+        # video's Y plane and converts only the frames it detects faces in): skip the conversion
+        source.lazy_bgr = not pictures and not any(getattr(s, "pixels", False) for s in sinks)
     prefetch = threads and getattr(source, "prefetch", False)
     it = _Prefetch(source) if prefetch else iter(source)
     t_start = time.perf_counter()

@@ -7,23 +7,59 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
 
-@dataclass
 class Frame:
-    """One picture from a source: BGR uint8 (H, W, 3), its index and presentation time."""
+    """One picture from a source: BGR uint8 (H, W, 3), its index and presentation time.
 
-    index: int
-    pts_seconds: float | None  # presentation time; None for stills
-    image: np.ndarray  # BGR uint8, (H, W, 3), C-contiguous
-    source: str | None = None  # file name, for image folders
-    # The decoder's Y plane (H, W) where it has one (limited-range BT.601 video): grey for a
-    # 1-channel model without converting, and a third of the bytes to read (see grey_from_luma)
-    luma: np.ndarray | None = None
+    A video source may hand over a frame whose BGR picture is made only when first asked for
+    (`convert`), with the decoder's Y plane (`luma`) at once: a run that writes only data (CSV,
+    JSON Lines) then never converts a frame it does not detect faces in.
+    """
+
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "_convert")
+
+    def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
+                 source: str | None = None, luma: np.ndarray | None = None,
+                 convert: Callable[[], np.ndarray] | None = None):
+        self.index = index
+        self.pts_seconds = pts_seconds  # presentation time; None for stills
+        self._image = image  # BGR uint8, (H, W, 3), C-contiguous
+        self.source = source  # file name, for image folders
+        # The decoder's Y plane (H, W) where it has one (4:2:0 video): grey for a 1-channel model
+        # without converting, and a third of the bytes to read (see grey_from_luma)
+        self.luma = luma
+        self._convert = convert
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None and self._convert is not None:
+            self._image = self._convert()
+            self._convert = None
+        return self._image
+
+    @property
+    def converted(self) -> bool:
+        """Whether the BGR picture exists yet (False: it is made on first use of `image`)."""
+        return self._image is not None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) without converting."""
+        if self._image is None and self.luma is not None:
+            return self.luma.shape[:2]
+        return self.image.shape[:2]
+
+    def with_image(self, image: np.ndarray) -> Frame:
+        """The same frame with another picture (an overlay drawn on a copy, a morph)."""
+        return Frame(self.index, self.pts_seconds, image, self.source)
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, pts_seconds={self.pts_seconds}, source={self.source!r})"
 
 
 # Limited-range luma (16..235) -> full-range grey. On BT.601 4:2:0 video this equals OpenCV's

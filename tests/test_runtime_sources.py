@@ -272,3 +272,48 @@ def test_video_frames_carry_their_luma_and_it_reads_as_the_grey_image(tmp_path):
     # a picture from an image folder has none (nothing to gain: JPEGs decode to BGR)
     cv2.imwrite(str(tmp_path / "a.png"), f.image)
     assert next(iter(ImageFolderSource(tmp_path))).luma is None
+
+
+def test_lazy_frames_make_the_same_picture_only_when_asked(tmp_path):
+    """With lazy_bgr a video's frames carry the Y plane and convert on first use of `image`, to
+    exactly the picture an eager source gives; the run engine turns it on only when no output
+    reads pixels."""
+    from fkp_live.engine import run
+    from fkp_live.io.sinks import CropSink, CsvSink
+    from fkp_live.schemas import IBUG68
+    from fkp_live.track.tracker import Tracker
+    from runtime_helpers import demo_frames
+
+    path = write_video(tmp_path / "v.mp4", demo_frames(5)[0])
+    with VideoSource(path) as src:
+        eager = [f.image for f in src]
+    with VideoSource(path) as src:
+        src.lazy_bgr = True
+        lazy = list(src)
+    assert all(not f.converted and f.luma is not None for f in lazy)
+    assert lazy[2].shape == eager[2].shape[:2] and not lazy[2].converted
+    for f, img in zip(lazy, eager):
+        np.testing.assert_array_equal(f.image, img)
+        assert f.converted
+    tr = Tracker(device="cpu", detector="blazeface")
+    for sinks, want in (([CsvSink(tmp_path / "a.csv", 68)], True),
+                        ([CsvSink(tmp_path / "b.csv", 68), CropSink(tmp_path / "crops", IBUG68)], False)):
+        with VideoSource(path) as src:
+            run(src, tr, sinks)
+            assert src.lazy_bgr is want
+        for s in sinks:
+            s.close()
+
+
+def test_the_csv_does_not_depend_on_the_other_outputs(tmp_path):
+    """A CSV-only run (lazy pictures, grey crops from the Y plane) and a run that also writes the
+    MP4 (every frame converted) give the same rows."""
+    from fkp_live.cli import run as cli
+    from click.testing import CliRunner
+    from runtime_helpers import demo_frames
+
+    path = write_video(tmp_path / "v.mp4", demo_frames(20)[0])
+    for args in (["--csv", tmp_path / "a.csv"], ["--csv", tmp_path / "b.csv", "-o", tmp_path / "b.mp4"]):
+        r = CliRunner().invoke(cli, [str(a) for a in ["--video", path, "--no-display", *args]])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

@@ -169,6 +169,7 @@ class Sink(Closing):
     """Base of every output: `write(frame, faces)`; closing (also on error) finalises the file."""
 
     picture = False  # True: wants frames with the overlay drawn (the run engine draws it once)
+    pixels = False  # True: reads the frame's own pixels (so a video source must make them)
     stop_requested = False  # set by a sink that asks the run to end (a window closed by the user)
 
     def write(self, frame, faces) -> None:
@@ -640,6 +641,7 @@ class CropSink(Sink):
     after the CSV row it belongs to (the CSV's `frame` and `face_id`). The folder is created."""
 
     threaded = True  # PNG encoding may run beside the model (the engine decides)
+    pixels = True  # reads the frame's picture (not the overlay's)
 
     def __init__(self, folder: str | os.PathLike, schema, size: int = 112, every: int = 1, what: str = "--crops"):
         if size < 8:

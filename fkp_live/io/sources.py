@@ -95,6 +95,9 @@ class VideoSource(Source):
         self.has_audio = bool(self._container.streams.audio)
         self._start = self._stream.start_time
         self.frames_read: int | None = None
+        # True: frames come with their Y plane and make their BGR picture only when asked (the run
+        # engine sets it when no output shows pictures: a CSV-only run converts detection frames only)
+        self.lazy_bgr = False
 
     def __iter__(self) -> Iterator[Frame]:
         import av
@@ -113,10 +116,13 @@ class VideoSource(Source):
                     t = None
                 if turn == -1:
                     turn = self._rotation(frame)
-                img, luma = _frame_to_bgr(frame)
+                convert, luma = _converter(frame)
                 if turn is not None:
-                    img, luma = cv2.rotate(img, turn), None
-                yield Frame(i, t, img, luma=luma)
+                    yield Frame(i, t, cv2.rotate(convert(), turn))
+                elif self.lazy_bgr:
+                    yield Frame(i, t, luma=luma, convert=convert)
+                else:
+                    yield Frame(i, t, convert(), luma=luma)
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -158,15 +164,18 @@ class VideoSource(Source):
 _BT601 = {2, 5, 6}  # unspecified, BT470BG, SMPTE170M: the matrix OpenCV's I420 conversion uses
 
 
-def _frame_to_bgr(frame) -> tuple[np.ndarray, np.ndarray | None]:
-    """A decoded frame -> (BGR image, its limited-range Y plane or None)."""
-    # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better; it
-    # applies to the common case (limited-range BT.601 4:2:0), anything else goes through swscale
-    if (frame.format.name == "yuv420p" and not (frame.width | frame.height) & 1
-            and frame.color_range != 2 and frame.colorspace in _BT601):
+def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None]:
+    """A decoded frame -> (a function making its BGR image, its limited-range Y plane or None).
+
+    The Y plane is read out now (one copy of the frame's planes); the BGR picture can wait."""
+    if frame.format.name == "yuv420p" and not (frame.width | frame.height) & 1 and frame.color_range != 2:
         i420 = frame.to_ndarray()
-        return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), i420[:frame.height]
-    return to_bgr(frame.to_ndarray(format="bgr24")), None
+        if frame.colorspace in _BT601:
+            # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds
+            # better; it applies to the common case (limited-range BT.601 4:2:0)
+            return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height]
+        return (lambda: to_bgr(frame.to_ndarray(format="bgr24"))), i420[:frame.height]
+    return (lambda: to_bgr(frame.to_ndarray(format="bgr24"))), None
 
 
 def _av_reason(e: Exception) -> str:

@@ -16,7 +16,6 @@ the decoded frame other sinks read is never touched; `draw()` draws in place on 
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import cv2
@@ -117,4 +116,4 @@ class Overlay:
         self._last = now
         image = frame.image.copy()
         draw(image, faces, self.schema, self.layers, self._fps)
-        return dataclasses.replace(frame, image=image)
+        return frame.with_image(image)

@@ -24,7 +24,6 @@ fkp_live.render.morph --bench VIDEO TARGET` measures it through `engine.run` wit
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -715,7 +714,7 @@ class LiveMorph:
         return cls(img, pts, getattr(tracker, "schema", None), alpha, **kw)
 
     def __call__(self, frame: Frame, faces) -> Frame:
-        return dataclasses.replace(frame, image=self.apply(frame.image, [f.points for f in faces]))
+        return frame.with_image(self.apply(frame.image, [f.points for f in faces]))
 
     def apply(self, image: np.ndarray, faces_points) -> np.ndarray:
         """A new picture: `image` with each face (68 points each) morphed; `image` is not changed."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..card import ModelCard, ModelError, resolve
 from ..crop import Crop, warp
-from ..frame import grey_from_luma, to_bgr, to_channels
+from ..frame import Frame, grey_from_luma, to_bgr, to_channels
 
 log = logging.getLogger("fkp_live")
 
@@ -194,7 +194,7 @@ class Landmarker:
     def size(self) -> int:
         return self.card.input_size
 
-    def prepare(self, image: np.ndarray, crops: list[Crop], luma: np.ndarray | None = None) -> np.ndarray:
+    def prepare(self, image: np.ndarray | None, crops: list[Crop], luma: np.ndarray | None = None) -> np.ndarray:
         """Cut, convert and normalise crops from one frame: (B, C, S, S) float32.
 
         `luma`: the frame's video Y plane (`Frame.luma`), which a grey model's crops are cut from
@@ -210,6 +210,13 @@ class Landmarker:
                 w = to_channels(to_bgr(warp(image, c, s)), self.card.channels)
             batch[i] = w.reshape(s, s, self.card.channels)
         return self.normalise(batch)
+
+    def prepare_frame(self, frame: Frame, crops: list[Crop]) -> np.ndarray:
+        """`prepare` from a Frame: a grey model reads the video's Y plane where the frame has one,
+        so that its BGR picture need not be made at all."""
+        if frame.luma is not None and self.card.channels == 1:
+            return self.prepare(None, crops, frame.luma)
+        return self.prepare(frame.image, crops)
 
     def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
         """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""

@@ -137,9 +137,9 @@ class Tracker:
         `still`: the frame is a picture unrelated to the last one (an image folder): every face is
         detected afresh, nothing is smoothed and no tracking state is kept.
         """
-        image = frame.image if isinstance(frame, Frame) else to_bgr(frame)
-        luma = frame.luma if isinstance(frame, Frame) else None
-        h, w = image.shape[:2]
+        if not isinstance(frame, Frame):
+            frame = Frame(0, None, to_bgr(frame))
+        h, w = frame.shape
         events: list[Event] = []
         secs: dict[str, float] = {}
         if still:
@@ -151,7 +151,7 @@ class Tracker:
                   or (self._since_detect >= self.redetect_every and n < self.max_faces))
         if detect:
             t0 = time.perf_counter()
-            fresh = self._detect(image, events)
+            fresh = self._detect(frame.image, events)
             secs["detect"] = time.perf_counter() - t0
             self._since_detect = 0
             self._need_detect = False
@@ -160,13 +160,13 @@ class Tracker:
         t0 = time.perf_counter()
         tracks = self.tracks
         crops = [tr.crop for tr in tracks] + [self._crop_from_detection(d) for d in fresh]
-        batch = self.landmarker.prepare(image, crops, luma) if crops else None
+        batch = self.landmarker.prepare_frame(frame, crops) if crops else None
         t1 = time.perf_counter()
         if crops:
             uv, conf = self.landmarker.run(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
             if fresh and self.refine:
-                crops, pts, conf = self._refine(image, luma, crops, pts, conf, len(tracks))
+                crops, pts, conf = self._refine(frame, crops, pts, conf, len(tracks))
         else:
             pts, conf = [], np.zeros(0)
         t2 = time.perf_counter()
@@ -236,10 +236,10 @@ class Tracker:
             events.append(Event("crowd", None, len(dets) + len(self.tracks)))
         return dets[:max(free, 0)]
 
-    def _refine(self, image, luma, crops, pts, conf, first: int):
+    def _refine(self, frame: Frame, crops, pts, conf, first: int):
         """Read the faces from `first` on (new detections) again, from the crops their points give."""
         again = [crop_from_points(p, self.schema, self.card.crop_scale, self.card.crop_rotate) for p in pts[first:]]
-        uv, conf2 = self.landmarker.run(self.landmarker.prepare(image, again, luma))
+        uv, conf2 = self.landmarker.run(self.landmarker.prepare_frame(frame, again))
         crops = crops[:first] + again
         pts = pts[:first] + [c.to_frame(p) for c, p in zip(again, uv)]
         conf = np.concatenate([conf[:first], conf2])
