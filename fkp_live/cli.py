@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .engine import StopFlag
+from .stopflag import StopFlag
 
 # Stop handling from the very start: a Ctrl-C or SIGTERM while Python, click or ONNX Runtime is
 # still importing is noted (not raised inside an import) and ends the run with exit 130. Only when

@@ -16,12 +16,13 @@ not in the CLI, and what it measured comes back as values in a `RunResult`.
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
+
+from .stopflag import StopFlag  # noqa: F401  (part of the engine's API)
 
 STAGES = ("decode", "detect", "crop", "infer", "smooth", "analyse", "draw", "write")
 
@@ -47,31 +48,6 @@ class RunResult:
         """Milliseconds per frame for each stage that ran, in pipeline order."""
         n = max(self.frames, 1)
         return {s: 1000.0 * self.stage_seconds[s] / n for s in STAGES if s in self.stage_seconds}
-
-
-class StopFlag:
-    """Set by the first Ctrl-C / SIGTERM: the loop ends after the frame in hand, so every output is
-    closed properly. A second signal raises KeyboardInterrupt at once (outputs are still closed)."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.signal: int | None = None
-        self._old: dict = {}
-
-    def _handler(self, signum, _frame):
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop, self.signal = True, signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 _END = object()
