@@ -354,3 +354,46 @@ def test_export_argument_errors_name_the_flags(tiny, tmp_path):
     with pytest.raises(ex.ExportError) as e:
         ex.export_checkpoint(d / "best.pt", tmp_path / "m.onnx", int8=True)
     assert "--" not in str(e.value)
+
+
+def test_flip_averaging_keeps_a_flip_shift_nets_left_right_offset(tiny, tmp_path):
+    """A net trained with flip_shift b reads labels b x IOD right of the mirror-symmetric place; its
+    mirror-averaged graph moves the mirrored reading back by 2b x IOD, as training's flip did.
+    Checked through ONNX Runtime on a net whose answer is a fixed face (whatever the crop), so the
+    expected output is known exactly."""
+    from fkp_live.schemas import IBUG68
+
+    d, _, task = tiny
+    rng = np.random.default_rng(6)
+    face = torch.tensor(rng.uniform(0.2, 0.8, (68, 2)), dtype=torch.float32)
+
+    class FixedFace(torch.nn.Module):
+        def forward(self, x):
+            b = x.shape[0]
+            return face.expand(b, 68, 2) + 0 * x.mean(), torch.zeros(b)
+
+    b_shift = 0.05
+    graph = ex.FlipAverage(FixedFace(), IBUG68.mirror_array(), 64, b_shift, IBUG68.ocular)
+    ex.export_onnx(graph, task, tmp_path / "s.onnx")
+    ex.make_card(task, "s").save(tmp_path / "s.json")
+    lm = Landmarker(tmp_path / "s.onnx", device="cpu")
+    got = lm.run(lm.normalise(rng.integers(0, 256, (2, 64, 64, 1), dtype=np.uint8)))[0]
+    p = face.numpy()
+    back = p[IBUG68.mirror_array()].copy()
+    back[:, 0] = 63 / 64 - back[:, 0]
+    e = IBUG68.ocular_points(back)
+    back[:, 0] += 2 * b_shift * np.linalg.norm(e[1] - e[0])
+    for pts in got:
+        np.testing.assert_allclose(pts, (p + back) / 2, atol=1e-5)
+    plain = ex.FlipAverage(FixedFace(), IBUG68.mirror_array(), 64)  # b = 0: the plain mirror
+    np.testing.assert_allclose(plain(torch.zeros(1, 1, 64, 64))[0][0].numpy()[:, 0],
+                               (p[:, 0] + 63 / 64 - p[IBUG68.mirror_array(), 0]) / 2, atol=1e-6)
+    run = tmp_path / "run"
+    run.mkdir()
+    shifted = task.with_(augment={**task.augment, "flip_shift": b_shift})
+    torch.save({"model": build_model(shifted).state_dict(), "task": shifted.to_dict(), "epoch": 0, "val": {}},
+               run / "best.pt")
+    # an ensemble of nets trained with different flip_shift cannot be mirror-averaged as one
+    r = CliRunner().invoke(fkp_train, ["export", str(run / "best.pt"), "--out", str(tmp_path / "x.onnx"),
+                                       "--flip-average", "--ensemble", str(d / "best.pt")])
+    assert r.exit_code == 2 and "flip_shift" in r.output, r.output

@@ -59,18 +59,30 @@ class FlipAverage(nn.Module):
     mirrored column as `augment.flip_matrix` defines it) and the two predictions averaged.
     Twice the work per face for a lower error."""
 
-    def __init__(self, model: nn.Module, mirror: np.ndarray, width: int):
+    def __init__(self, model: nn.Module, mirror: np.ndarray, width: int, flip_shift: float = 0.0,
+                 ocular: tuple | None = None):
         super().__init__()
         self.model = model
         self.register_buffer("mirror", torch.as_tensor(np.asarray(mirror), dtype=torch.long), persistent=False)
         # points are pixel / width with integer pixel centres, so column j mirrors to width-1-j
         self.x_mirror = (width - 1) / width
+        # a net trained with `flip_shift` b reads the labels' own left-right offset; its reading of
+        # the mirror image, mirrored back, sits 2b x IOD to the left, and is moved back as training did
+        self.flip_shift = float(flip_shift)
+        if self.flip_shift and ocular is None:
+            raise ValueError("flip_shift needs the schema's eye corners (ocular)")
+        self.ocular = [list(g) for g in ocular] if ocular is not None else None
 
     def forward(self, image):
         b = image.shape[0]
         pts, logit = self.model(torch.cat([image, torch.flip(image, dims=[3])], dim=0))
         back = pts[b:][:, self.mirror]
-        back = torch.stack([self.x_mirror - back[..., 0], back[..., 1]], dim=-1)
+        x = self.x_mirror - back[..., 0]
+        if self.flip_shift:
+            left, right = back[:, self.ocular[0]].mean(dim=1), back[:, self.ocular[1]].mean(dim=1)
+            iod = torch.sqrt(((right - left) ** 2).sum(dim=-1, keepdim=True))
+            x = x + 2.0 * self.flip_shift * iod
+        back = torch.stack([x, back[..., 1]], dim=-1)
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
@@ -389,11 +401,12 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     if int8 and not data:
         raise ExportError("INT8 export needs the task's data: INT8 is calibrated on training crops")
     model, task = load_model(checkpoint)
-    members = []
+    members, member_tasks = [], []
     for other in ensemble:
         m2, t2 = load_model(other)
         same_input(task, t2, str(other))
         members.append(m2.eval())
+        member_tasks.append((other, t2))
     # read before anything is written: a bad calibration leaves the old export as it was
     if calibration:
         box_cal = read_calibration(calibration)
@@ -407,7 +420,14 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     if flip_average:
         from fkp_live import schemas
 
-        model = FlipAverage(model.eval(), schemas.get(task.schema).mirror_array(), task.size[0])
+        shift = float(task.augment.get("flip_shift", 0.0) or 0.0)
+        for other, t2 in member_tasks:
+            o_shift = float(t2.augment.get("flip_shift", 0.0) or 0.0)
+            if o_shift != shift:
+                raise ExportError(f"{other}: trained with flip_shift {o_shift} where the first checkpoint has "
+                                  f"{shift}; a mirror-averaged ensemble needs one")
+        sch = schemas.get(task.schema)
+        model = FlipAverage(model.eval(), sch.mirror_array(), task.size[0], shift, sch.ocular)
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
     for i, other in enumerate(ensemble, 2):
