@@ -7,20 +7,26 @@ from pathlib import Path
 import numpy as np
 
 
-def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = None, time_base=None):
+def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = None, time_base=None,
+                faststart: bool = False, rotation: float | None = None, gop: int | None = None):
     """Encode BGR frames to an H.264 file with PyAV; optional explicit pts (seconds) and an AAC
-    tone of `audio_seconds`. Returns the path."""
+    tone of `audio_seconds`. `faststart`: the index at the front (as phones and web exports write
+    it); `rotation`: a display rotation in degrees; `gop`: frames per group of pictures.
+    Returns the path."""
     import av
 
     path = Path(path)
     h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
+    kw = dict(format="mp4", container_options={"movflags": "+faststart"}) if faststart else {}
+    with av.open(str(path), "w", **kw) as c:
         v = c.add_stream("libx264", rate=fps)
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         tb = time_base or Fraction(1, 90000)
         v.time_base = tb
         v.codec_context.time_base = tb
-        v.options = {"preset": "ultrafast"}
+        v.options = {"preset": "ultrafast", **({"g": str(gop)} if gop else {})}
+        if rotation is not None:
+            v.set_display_rotation(rotation)
         a = None
         if audio_seconds:
             a = c.add_stream("aac", rate=44100)

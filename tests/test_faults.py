@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,6 +24,8 @@ from click.testing import CliRunner
 from conftest import ROOT
 from fkp_live.cli import run as cli_run
 from fkp_live.io.sinks import partial_path
+from fkp_live.io.sources import DemoSource
+from runtime_helpers import write_video
 
 
 def _cmd(model_path, *args):
@@ -174,26 +175,9 @@ def test_file_size_limit_on_the_csv_keeps_whole_rows(tmp_path, model_path):
 
 
 # ----------------------------------------------------------------------------------------------
-def _faststart_video(path, n=60, fps=30):
-    from fkp_live.io.sources import DemoSource
-
-    src = DemoSource(frames=n, size=(160, 120))
-    with av.open(str(path), "w", format="mp4", container_options={"movflags": "+faststart"}) as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
-        v.options = {"preset": "ultrafast", "g": "250"}  # one GOP: any cut is mid-GOP
-        for f in src:
-            vf = av.VideoFrame.from_ndarray(f.image, format="bgr24")
-            vf.pts, vf.time_base = f.index, Fraction(1, fps)
-            for pkt in v.encode(vf):
-                c.mux(pkt)
-        for pkt in v.encode(None):
-            c.mux(pkt)
-    return path
-
-
 def test_source_cut_mid_gop_warns_and_keeps_every_frame_read(tmp_path, model_path):
-    data = _faststart_video(tmp_path / "full.mp4").read_bytes()
+    frames = [f.image for f in DemoSource(frames=60, size=(160, 120))]
+    data = write_video(tmp_path / "full.mp4", frames, faststart=True, gop=250).read_bytes()  # one GOP: any cut is mid-GOP
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     out, table = tmp_path / "o.mp4", tmp_path / "o.csv"

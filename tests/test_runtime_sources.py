@@ -193,31 +193,9 @@ def test_slow_consumer_never_stalls_capture_and_gets_fresh_frames():
     assert not any(t.name == "camera-0" and t.is_alive() for t in threading.enumerate())
 
 
-def _faststart_video(path, frames, fps=30, rotation=None):
-    """An H.264 MP4 with its index at the front (as phones and web exports write it)."""
-    import av
-    from fractions import Fraction
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w", format="mp4", container_options={"movflags": "+faststart"}) as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
-        v.options = {"preset": "ultrafast"}
-        if rotation is not None:
-            v.set_display_rotation(rotation)
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="bgr24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    return path
-
-
 def test_video_cut_mid_stream_warns_with_promised_and_read_counts(tmp_path, caplog):
     frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8) for i in range(60)]
-    data = _faststart_video(tmp_path / "good.mp4", frames).read_bytes()
+    data = write_video(tmp_path / "good.mp4", frames, faststart=True).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])  # the index is at the front: it opens, then ends early
     with caplog.at_level("WARNING", logger="fkp_live"), VideoSource(cut) as src:
@@ -235,7 +213,7 @@ def test_video_cut_mid_stream_warns_with_promised_and_read_counts(tmp_path, capl
 def test_display_rotation_is_applied_and_logged(tmp_path, caplog, rotation, turned):
     img = np.zeros((32, 64, 3), np.uint8)
     img[:, :16] = 255  # a white stripe on the left of the stored picture
-    path = _faststart_video(tmp_path / "phone.mp4", [img] * 3, rotation=rotation)
+    path = write_video(tmp_path / "phone.mp4", [img] * 3, faststart=True, rotation=rotation)
     with caplog.at_level("INFO", logger="fkp_live"), VideoSource(path) as src:
         got = [f.image for f in src]
     want = img if turned is None else cv2.rotate(img, turned)
