@@ -5,6 +5,7 @@ flip permutations, normalising points and drawing lines from here; none hard-cod
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,9 +37,7 @@ class Schema:
     def _pair(self, groups, pts: np.ndarray) -> np.ndarray:
         # runs for every face in every frame: index arrays made once, and sums rather than
         # numpy's mean(), which costs several times more on a handful of points
-        idx = _PAIR_INDEX.get(groups)
-        if idx is None:
-            idx = _PAIR_INDEX[groups] = tuple((np.asarray(g, dtype=np.intp), 1.0 / len(g)) for g in groups)
+        idx = _pair_index(groups)
         pts = np.asarray(pts)
         a = np.add.reduce(pts[..., idx[0][0], :], axis=-2) * idx[0][1]
         b = np.add.reduce(pts[..., idx[1][0], :], axis=-2) * idx[1][1]
@@ -57,7 +56,10 @@ class Schema:
         return None if groups is None else self._pair(groups, pts)
 
 
-_PAIR_INDEX: dict = {}
+@functools.cache
+def _pair_index(groups) -> tuple:
+    """Index arrays and 1/len of two point groups (made once per group pair)."""
+    return tuple((np.asarray(g, dtype=np.intp), 1.0 / len(g)) for g in groups)
 
 
 def _closed(idx: range | list[int]) -> tuple[int, ...]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings

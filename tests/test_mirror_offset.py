@@ -23,13 +23,13 @@ def test_a_mirrored_sample_is_the_mirror_image_and_mirroring_twice_gives_it_back
     mask = rng.random(68) > 0.2
     s = Sample(img, pts, mask, "x")
     perm = schemas.IBUG68.mirror_array()
-    m = mirror_sample(s, perm)
+    m = mirror_sample(s, schemas.IBUG68)
     for i in range(68):  # the pixel under each mirrored point is the one under the original point
         j = perm[i]
         x, y = m.points[i].astype(int)
         assert m.image[y, x] == img[int(pts[j, 1]), int(pts[j, 0])]
         assert m.mask[i] == mask[j]
-    back = mirror_sample(m, perm)
+    back = mirror_sample(m, schemas.IBUG68)
     np.testing.assert_array_equal(back.image, img)
     np.testing.assert_allclose(back.points, pts)
     np.testing.assert_array_equal(back.mask, mask)

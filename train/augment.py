@@ -65,13 +65,20 @@ def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return (np.asarray(pts, np.float64) @ m[:2, :2].T + m[:2, 2]).astype(np.float32)
 
 
-def flip_points(pts: np.ndarray, mask: np.ndarray, schema: Schema, width: int):
-    """Mirror points horizontally (pixel-centre convention) and apply the mirror permutation."""
+def flip_points(pts: np.ndarray, mask: np.ndarray, schema: Schema, width: int, shift: float = 0.0):
+    """Mirror points horizontally (pixel-centre convention) and apply the mirror permutation.
+
+    `shift`: the labels' own left-right offset b (fraction of the inter-ocular distance, see
+    AugmentConfig.flip_shift); the mirrored points move right by 2b x IOD to keep it."""
     out = pts.copy()
     out[:, 0] = (width - 1) - out[:, 0]
     # the point that lands at slot i is the one whose mirror is i
     perm = schema.mirror_array()
-    return out[perm], mask[perm]
+    out, mask = out[perm], mask[perm]
+    if shift and schema.ocular is not None and mask[[*schema.ocular[0], *schema.ocular[1]]].all():
+        e = schema.ocular_points(out)
+        out[:, 0] += 2.0 * shift * float(np.hypot(*(e[1] - e[0])))
+    return out, mask
 
 
 def photometric(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -171,12 +178,7 @@ def make_example(
     new_mask = mask.copy()
     if cfg.flip and rng.random() < cfg.flip:
         m = flip_matrix(w) @ m
-        new_pts, new_mask = flip_points(new_pts, new_mask, schema, w)
-        if cfg.flip_shift and schema.ocular is not None:
-            corners = [*schema.ocular[0], *schema.ocular[1]]
-            if new_mask[corners].all():
-                e = schema.ocular_points(new_pts)
-                new_pts[:, 0] += 2.0 * cfg.flip_shift * float(np.hypot(*(e[1] - e[0])))
+        new_pts, new_mask = flip_points(new_pts, new_mask, schema, w, cfg.flip_shift)
     out = cv2.warpAffine(image, m[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     out = photometric(out, cfg, rng)
     if present == 0.0:

@@ -55,13 +55,13 @@ def combine(pred_a, pred_b, task_a):
     return np.where(from_a[None, :, None], pred_a, pred_b)
 
 
-def mirror_sample(s, perm: np.ndarray):
-    """A sample seen in a mirror: the image flipped and the points mirrored as training's flip
-    does (column j -> W-1-j) and renumbered by the mirror permutation."""
-    w = s.image.shape[1]
-    p = s.points.copy()
-    p[:, 0] = (w - 1) - p[:, 0]
-    return dataclasses.replace(s, image=np.ascontiguousarray(s.image[:, ::-1]), points=p[perm], mask=s.mask[perm])
+def mirror_sample(s, schema):
+    """A sample seen in a mirror: the image flipped and the points mirrored by training's plain
+    flip (`augment.flip_points`: column j -> W-1-j, renumbered by the mirror permutation)."""
+    from .augment import flip_points
+
+    pts, mask = flip_points(s.points, s.mask, schema, s.image.shape[1])
+    return dataclasses.replace(s, image=np.ascontiguousarray(s.image[:, ::-1]), points=pts, mask=mask)
 
 
 def mirror_offset(checkpoint, data, split: str = "train", every: int = 1) -> dict:
@@ -92,7 +92,7 @@ def mirror_offset_of(model, task, samples) -> dict:
     if schema.ocular is None:
         raise ValueError(f"schema {schema.name!r} has no eye corners to measure the offset against")
     out = {"faces": len(samples)}
-    for name, ss in (("original", samples), ("mirrored", [mirror_sample(s, schema.mirror_array()) for s in samples])):
+    for name, ss in (("original", samples), ("mirrored", [mirror_sample(s, schema) for s in samples])):
         pred, truth, mask, _ = predict_dataset(model, KeypointDataset(ss, task, None))
         e = schema.ocular_points(truth)
         iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)

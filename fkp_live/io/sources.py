@@ -168,14 +168,17 @@ def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None]:
     """A decoded frame -> (a function making its BGR image, its limited-range Y plane or None).
 
     The Y plane is read out now (one copy of the frame's planes); the BGR picture can wait."""
-    if frame.format.name == "yuv420p" and not (frame.width | frame.height) & 1 and frame.color_range != 2:
-        i420 = frame.to_ndarray()
-        if frame.colorspace in _BT601:
-            # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds
-            # better; it applies to the common case (limited-range BT.601 4:2:0)
-            return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height]
-        return (lambda: to_bgr(frame.to_ndarray(format="bgr24"))), i420[:frame.height]
-    return (lambda: to_bgr(frame.to_ndarray(format="bgr24"))), None
+    def swscale() -> np.ndarray:
+        return to_bgr(frame.to_ndarray(format="bgr24"))
+
+    if frame.format.name != "yuv420p" or (frame.width | frame.height) & 1 or frame.color_range == 2:
+        return swscale, None
+    i420 = frame.to_ndarray()
+    if frame.colorspace in _BT601:
+        # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better;
+        # it applies to the common case (limited-range BT.601 4:2:0)
+        return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height]
+    return swscale, i420[:frame.height]
 
 
 def _av_reason(e: Exception) -> str:

@@ -139,8 +139,7 @@ class Landmarker:
         one = 1 if threads is None and device in ("cpu", "auto") else threads
         with _quiet_probe(quiet and device != "cpu"):
             self.session, self.device, why = _session({d: str(p[0]) for d, p in paths.items()}, device, one)
-        # the wide session takes ONNX Runtime's default thread count (the physical cores)
-        self._wide_threads = 0 if threads is None and self.device == "cpu" and (os.cpu_count() or 1) > 1 else None
+        self._may_widen = threads is None and self.device == "cpu" and (os.cpu_count() or 1) > 1
         self._wide = None
         self.requested_device = device
         self.provider = self.session.get_providers()[0]
@@ -194,29 +193,26 @@ class Landmarker:
     def size(self) -> int:
         return self.card.input_size
 
-    def prepare(self, image: np.ndarray | None, crops: list[Crop], luma: np.ndarray | None = None) -> np.ndarray:
-        """Cut, convert and normalise crops from one frame: (B, C, S, S) float32.
-
-        `luma`: the frame's video Y plane (`Frame.luma`), which a grey model's crops are cut from
-        instead: one byte per pixel to read rather than three, and no colour conversion."""
-        s = self.size
-        batch = np.empty((len(crops), s, s, self.card.channels), dtype=np.uint8)
-        grey_luma = luma is not None and self.card.channels == 1
-        for i, c in enumerate(crops):
-            # cut first, convert the small crop: cheaper than converting the whole frame
-            if grey_luma:
-                w = grey_from_luma(warp(luma, c, s))
-            else:
-                w = to_channels(to_bgr(warp(image, c, s)), self.card.channels)
-            batch[i] = w.reshape(s, s, self.card.channels)
-        return self.normalise(batch)
+    def prepare(self, image: np.ndarray, crops: list[Crop]) -> np.ndarray:
+        """Cut, convert and normalise crops from one frame: (B, C, S, S) float32."""
+        channels = self.card.channels
+        # cut first, convert the small crop: cheaper than converting the whole frame
+        return self._cut(image, crops, lambda crop: to_channels(to_bgr(crop), channels))
 
     def prepare_frame(self, frame: Frame, crops: list[Crop]) -> np.ndarray:
-        """`prepare` from a Frame: a grey model reads the video's Y plane where the frame has one,
-        so that its BGR picture need not be made at all."""
+        """`prepare` from a Frame: a grey model's crops are cut from the video's Y plane where the
+        frame has one (a third of the bytes to read, no colour conversion, and the frame's BGR
+        picture need not be made at all)."""
         if frame.luma is not None and self.card.channels == 1:
-            return self.prepare(None, crops, frame.luma)
+            return self._cut(frame.luma, crops, grey_from_luma)
         return self.prepare(frame.image, crops)
+
+    def _cut(self, plane: np.ndarray, crops: list[Crop], convert) -> np.ndarray:
+        s, ch = self.size, self.card.channels
+        batch = np.empty((len(crops), s, s, ch), dtype=np.uint8)
+        for i, c in enumerate(crops):
+            batch[i] = convert(warp(plane, c, s)).reshape(s, s, ch)
+        return self.normalise(batch)
 
     def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
         """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""
@@ -236,9 +232,9 @@ class Landmarker:
             conf = np.concatenate([c for _, c in parts])[:len(batch)]
             return pts, conf
         session = self.session
-        if self._wide_threads is not None and len(batch) >= WIDE_BATCH:
-            if self._wide is None:
-                self._wide, _, _ = _session({"cpu": str(self.onnx_path)}, "cpu", self._wide_threads)
+        if self._may_widen and len(batch) >= WIDE_BATCH:
+            if self._wide is None:  # ONNX Runtime's default thread count: the physical cores
+                self._wide, _, _ = _session({"cpu": str(self.onnx_path)}, "cpu", None)
             session = self._wide
         out = session.run(self._outputs, {self.card.input_name: batch})
         pts = out[0].reshape(len(batch), self.schema.n, 2)
