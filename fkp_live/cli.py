@@ -79,11 +79,17 @@ run killed outright leaves them under that name (the MP4 playable to about a sec
 
 # ----------------------------------------------------------------------------------------------
 class _TqdmHandler(logging.Handler):
+    """Log lines on stderr, printed above the progress bar when there is one. tqdm is not
+    imported here: it costs 80 ms of start-up, and it is loaded only where a bar is shown."""
+
     def emit(self, record):
         try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
+            bar = sys.modules.get("tqdm")
+            if bar is not None:
+                bar.tqdm.write(self.format(record), file=sys.stderr)
+            else:
+                sys.stderr.write(self.format(record) + "\n")
+                sys.stderr.flush()
         except Exception:
             self.handleError(record)
 

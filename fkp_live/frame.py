@@ -21,7 +21,7 @@ class Frame:
     JSON Lines) then never converts a frame it does not detect faces in.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "_convert")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "_convert", "detections")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
@@ -34,6 +34,9 @@ class Frame:
         # without converting, and a third of the bytes to read (see grey_from_luma)
         self.luma = luma
         self._convert = convert
+        # The detector's faces when it ran ahead, in the reading thread (image folders: every
+        # picture is detected afresh, so detection overlaps the model); None: not run yet
+        self.detections = None
 
     @property
     def image(self) -> np.ndarray:

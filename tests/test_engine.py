@@ -100,3 +100,45 @@ def test_max_frames_and_stop_end_the_run_with_queued_frames_written():
     sink = _ThreadedPictureSink()
     res = run(_Source(10_000), _Tracker(), [sink], stop=stop, progress=progress)
     assert res.interrupted and res.frames == 12 and len(sink.seen) == 12
+
+
+def test_still_pictures_are_detected_in_the_reading_thread_with_the_same_points(tmp_path, any_model):
+    """An image folder: the detector runs ahead in the reading thread (beside the model on the
+    previous picture), and every point is what the same run without threads gives."""
+    import threading
+
+    import cv2
+
+    from fkp_live.io.sources import DemoSource, ImageFolderSource
+    from fkp_live.track.tracker import Tracker
+
+    for i, f in enumerate(DemoSource(frames=40, faces=1)):
+        if i % 5 == 0:  # eight pictures of the portrait at different places and turns
+            cv2.imwrite(str(tmp_path / f"p{i:02d}.png"), f.image)
+
+    class Points:
+        picture = False
+
+        def __init__(self):
+            self.rows = []
+
+        def write(self, frame, faces):
+            self.rows.append((frame.source, [f.points.copy() for f in faces]))
+
+    results = {}
+    for threads in (True, False):
+        tr = Tracker(model=any_model, device="cpu", detector="blazeface")
+        where = []
+        det = tr.detector
+        tr.detector = lambda img: where.append(threading.current_thread().name) or det(img)
+        sink = Points()
+        res = run(ImageFolderSource(tmp_path), tr, [sink], threads=threads)
+        tr.close()
+        assert res.frames == 8 and len(where) == 8  # one detection per picture, never two
+        assert set(where) == ({"fkp-decode"} if threads else {threading.current_thread().name})
+        assert res.ms_per_frame()["detect"] > 0
+        results[threads] = sink.rows
+    assert [s for s, _ in results[True]] == [s for s, _ in results[False]]
+    for (_, a), (_, b) in zip(results[True], results[False]):
+        assert len(a) == len(b) == 1
+        np.testing.assert_array_equal(a[0], b[0])

@@ -151,7 +151,7 @@ class Tracker:
                   or (self._since_detect >= self.redetect_every and n < self.max_faces))
         if detect:
             t0 = time.perf_counter()
-            fresh = self._detect(frame.image, events)
+            fresh = self._detect(frame, events)
             secs["detect"] = time.perf_counter() - t0
             self._since_detect = 0
             self._need_detect = False
@@ -213,9 +213,18 @@ class Tracker:
         return Tracked(faces, events, secs)
 
     # ------------------------------------------------------------------------------------------
-    def _detect(self, image: np.ndarray, events: list[Event]) -> list[Detection]:
+    def detect_ahead(self, frame: Frame) -> Frame:
+        """Run the detector on a frame before it is tracked (`frame.detections`), for frames
+        that are detected whatever the tracking state (still pictures). The run engine calls it
+        in its reading thread, so detection overlaps the model; not for use beside `track` on
+        video, whose detection depends on what is tracked."""
+        frame.detections = self.detector(frame.image)
+        return frame
+
+    def _detect(self, frame: Frame, events: list[Event]) -> list[Detection]:
         """New faces: detections not matching a tracked face, best first, up to the free slots."""
-        dets = sorted(self.detector(image), key=lambda d: -d.score)
+        dets = frame.detections if frame.detections is not None else self.detector(frame.image)
+        dets = sorted(dets, key=lambda d: -d.score)
         if not dets:
             return []
         if self.tracks:
