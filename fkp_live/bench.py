@@ -281,7 +281,7 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
                 parts[key].append(dt / n)
         steady = [p for p in per if "detect" not in p[2]]
         ms = 1e3 * float(np.median([p[1] for p in steady])) if steady else float("nan")
-        stages = {s: 1e3 * float(np.median([p[2].get(s, 0.0) for p in steady])) for s in ("crop", "infer", "smooth")}
+        stages = {s: 1e3 * float(np.median([p[2].get(s, 0.0) for p in steady])) for s in ("crop", "infer", "smooth", "post")}
         tracked = int(np.median([p[0] for p in per]))
         click.echo(f"{k:>3} faces: {ms:6.2f} ms per tracked frame ({ms / max(tracked, 1):.2f} ms per face; "
                    + ", ".join(f"{s} {v:.2f}" for s, v in stages.items())

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 from .stopflag import StopFlag  # noqa: F401  (part of the engine's API)
 
-STAGES = ("decode", "detect", "crop", "infer", "smooth", "analyse", "draw", "write")
+STAGES = ("decode", "detect", "crop", "infer", "smooth", "post", "analyse", "draw", "write")
 
 
 @dataclass

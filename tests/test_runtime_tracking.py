@@ -341,3 +341,15 @@ def test_two_faces_that_cross_and_part_keep_their_ids():
     assert switches == 0, f"{switches} id switches; ids {owner}"
     assert apart > 30 and tracked >= 0.75 * apart, (tracked, apart)
     assert longest <= tr.redetect_every, longest  # a dropped face comes back at the next detection
+
+
+def test_stage_times_name_the_smoothing_filters_apart_from_the_rest(model_path):
+    """"smooth" is the filters' own time; checks, next crops and boxes are "post"."""
+    frames = list(DemoSource(frames=6, faces=1))
+    for strength, smoothed in ((0.0, False), (1.0, True)):
+        tr = Tracker(model=str(model_path), device="cpu", detector="blazeface", smooth=strength)
+        secs = [tr.track(f).seconds for f in frames]
+        tr.close()
+        later = secs[1:]  # tracked frames
+        assert all(s["post"] > 0 for s in later)
+        assert all((s["smooth"] > 0) == smoothed for s in later)
