@@ -397,3 +397,48 @@ def test_flip_averaging_keeps_a_flip_shift_nets_left_right_offset(tiny, tmp_path
     r = CliRunner().invoke(fkp_train, ["export", str(run / "best.pt"), "--out", str(tmp_path / "x.onnx"),
                                        "--flip-average", "--ensemble", str(d / "best.pt")])
     assert r.exit_code == 2 and "flip_shift" in r.output, r.output
+
+
+def test_shift_averaging_moves_each_reading_back_by_its_shift(tiny, tmp_path):
+    """`--shift-average d`: the crop is read moved by (+d, +d) and (-d, -d) pixels and the two
+    readings, moved back, averaged. A net that reads a bright spot's centre of mass (it moves
+    with the picture) must come out where the plain net reads it, through ONNX Runtime; a reading
+    not moved back would be d/64 off."""
+    d, _, task = tiny
+    ys, xs = np.mgrid[0:64, 0:64].astype(np.float32)
+    grid = torch.tensor(np.stack([xs, ys]) / 64.0)  # pixel j at fraction j/64
+
+    class CentreOfMass(torch.nn.Module):
+        def forward(self, x):
+            w = torch.relu(x[:, 0] - x.amin(dim=(2, 3))[:, 0, None, None])  # (B, 64, 64), border 0
+            c = (w[:, None] * grid).sum(dim=(2, 3)) / w.sum(dim=(1, 2))[:, None]  # (B, 2)
+            return c[:, None, :].expand(-1, 68, 2), torch.zeros(x.shape[0])
+
+    spot = np.exp(-(((xs - 22.3) ** 2 + (ys - 37.6) ** 2) / 18.0))
+    crops = (255 * spot)[None, :, :, None].round().astype(np.uint8)
+    results = {}
+    for name, graph in (("plain", CentreOfMass()), ("shifted", ex.ShiftAverage(CentreOfMass(), 5, 64))):
+        ex.export_onnx(graph, task, tmp_path / f"{name}.onnx")
+        ex.make_card(task, name).save(tmp_path / f"{name}.json")
+        lm = Landmarker(tmp_path / f"{name}.onnx", device="cpu")
+        results[name] = lm.run(lm.normalise(crops))[0][0, 0]
+    assert np.abs(results["plain"] * 64 - [22.3, 37.6]).max() < 0.1
+    np.testing.assert_allclose(results["shifted"], results["plain"], atol=1e-4)
+    # one view alone, not moved back, reads the spot 5 px away: the test can tell
+    one = ex.ShiftAverage(CentreOfMass(), 5, 64)
+    one.moves.zero_()
+    got = one(torch.tensor(crops.transpose(0, 3, 1, 2), dtype=torch.float32))[0][0, 0].numpy()
+    assert np.allclose(got, results["plain"], atol=1e-4)  # +5 and -5 cancel in the mean ...
+    one.shifts = [(5, 5)]
+    one.moves = torch.zeros(1, 2)
+    got = one(torch.tensor(crops.transpose(0, 3, 1, 2), dtype=torch.float32))[0][0, 0].numpy()
+    assert np.abs(got - results["plain"] - 5 / 64).max() < 1e-3  # ... but each view is 5 px off
+    # the CLI: flip and shift averaging together, recorded in the card; 0 and too large refused
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "fs.onnx"),
+                                       "--flip-average", "--shift-average", "3"])
+    assert r.exit_code == 0, r.output
+    desc = json.loads((tmp_path / "fs.json").read_text())["description"]
+    assert "mirror image" in desc and "+-3 px" in desc
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x.onnx"),
+                                       "--shift-average", "20"])
+    assert r.exit_code != 0 and "shift average" in r.output and not (tmp_path / "x.onnx").exists()

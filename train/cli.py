@@ -195,8 +195,11 @@ def mirror_offset_command(checkpoint, data, split, every):
 @click.option("--ensemble", "ensemble", multiple=True, type=click.Path(exists=True), metavar="CHECKPOINT",
               help="Another checkpoint of the same task, averaged with CHECKPOINT inside the graph "
                    "(repeatable; each adds one net's work).")
+@click.option("--shift-average", type=click.IntRange(0, 31), default=0, metavar="PIXELS",
+              help="Read each crop moved by +PIXELS and by -PIXELS on the diagonal and average the two "
+                   "readings, inside the graph (2x the work; with --flip-average, 4x). 0: off.")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
-                   flip_average, ensemble):
+                   flip_average, ensemble, shift_average):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -212,7 +215,8 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
     try:
         with _user_errors():
             ex.export_checkpoint(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16,
-                                 tensorrt, flip_average, ensemble, echo=click.echo)
+                                 tensorrt, flip_average, ensemble, shift_average=shift_average,
+                                 echo=click.echo)
     except ex.ParityError as e:
         raise click.ClickException(str(e)) from None
     except ex.TensorRTUnavailable as e:

@@ -86,6 +86,35 @@ class FlipAverage(nn.Module):
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
+class ShiftAverage(nn.Module):
+    """Test-time shift averaging inside the graph: the crop is read twice, moved by (+d, +d) and
+    by (-d, -d) pixels (the border repeated into the gap), and the two readings, moved back, are
+    averaged. The net's small sensitivity to where the face sits in its crop averages out, for
+    twice the work of the wrapped model (which may itself be a FlipAverage)."""
+
+    def __init__(self, model: nn.Module, pixels: int, size: int):
+        super().__init__()
+        if not 1 <= int(pixels) < size // 4:
+            raise ExportError(f"shift average: {pixels} pixels must be from 1 to {size // 4 - 1} at {size}px input")
+        self.model = model
+        self.pad = int(pixels)
+        self.size = int(size)
+        d = self.pad
+        self.shifts = [(d, d), (-d, -d)]
+        # a view whose content moved right by dx reads every point dx / size further right
+        self.register_buffer("moves", torch.tensor([[dx / size, dy / size] for dx, dy in self.shifts],
+                                                   dtype=torch.float32), persistent=False)
+
+    def forward(self, image):
+        b, s, p = image.shape[0], self.size, self.pad
+        padded = nn.functional.pad(image, (p, p, p, p), mode="replicate")
+        views = [padded[:, :, p - dy:p - dy + s, p - dx:p - dx + s] for dx, dy in self.shifts]
+        pts, logit = self.model(torch.cat(views, dim=0))
+        k = len(self.shifts)
+        pts = pts.reshape(k, b, *pts.shape[1:]) - self.moves.reshape(k, 1, 1, 2)
+        return pts.mean(dim=0), logit.reshape(k, b, *logit.shape[1:]).mean(dim=0)
+
+
 class Ensemble(nn.Module):
     """Several nets trained for the same task, as one graph: each crop goes through every net and
     their points (and presence logits) are averaged. Independently trained nets make partly
@@ -142,7 +171,7 @@ def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> 
 
 def make_card(task: Task, name: str, metrics: dict | None = None, command: str = "",
               data: str = "", box_calibration: dict | None = None, flip_average: bool = False,
-              ensemble: int = 1) -> ModelCard:
+              ensemble: int = 1, shift_average: int = 0) -> ModelCard:
     w, h = task.size
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
@@ -152,7 +181,9 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
         description=f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} "
                     f"input, {task.loss} loss; task preset {task.name!r} ({task.mode} mode)"
                     + (f"; the mean of {ensemble} such nets, trained apart" if ensemble > 1 else "")
-                    + ("; each crop averaged with its mirror image inside the graph" if flip_average else ""),
+                    + ("; each crop averaged with its mirror image inside the graph" if flip_average else "")
+                    + (f"; and with the crop moved by +-{shift_average} px on the diagonal, inside the graph"
+                       if shift_average else ""),
         training={"command": command, "data": data, "task": task.to_dict()},
         metrics=metrics or {},
         licence=LICENCES.get(task.reader, ""),
@@ -379,14 +410,16 @@ def _latency(path: Path, size: int, channels: int) -> dict:
 
 def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
                       tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
-                      tensorrt: bool = False, flip_average: bool = False, ensemble=(), echo=_echo) -> ModelCard:
+                      tensorrt: bool = False, flip_average: bool = False, ensemble=(), shift_average: int = 0,
+                      echo=_echo) -> ModelCard:
     """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
 
     `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
     and INT8 calibration. `calibration`: a box calibration file (`train.calibrate`); without one,
     an existing NAME.json's calibration is kept. `int8`, `fp16`: also NAME.int8.onnx and
     NAME.fp16.onnx, each with its own card. `ensemble`: more checkpoints of the same task, averaged
-    with the first inside the graph (the card records every net's command chain). `tensorrt`: also NAME.engine, built last (raises
+    with the first inside the graph (the card records every net's command chain). `shift_average`
+    d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work). `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
@@ -428,13 +461,15 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
                                   f"{shift}; a mirror-averaged ensemble needs one")
         sch = schemas.get(task.schema)
         model = FlipAverage(model.eval(), sch.mirror_array(), task.size[0], shift, sch.ocular)
+    if shift_average:
+        model = ShiftAverage(model.eval(), shift_average, task.size[0])
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
     for i, other in enumerate(ensemble, 2):
         c2, _ = read_training_command(Path(other).parent)
         cmd += f" ; ensemble net {i}: {c2 or other}"
     card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
-                     flip_average=flip_average, ensemble=1 + len(members))
+                     flip_average=flip_average, ensemble=1 + len(members), shift_average=shift_average)
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = crops_of(val, task, limit=32)
