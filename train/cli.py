@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,6 +239,24 @@ def predict_command(checkpoint, images, out):
     with _user_errors():
         n, csv_path = predict_images(checkpoint, images, out)
     click.echo(f"wrote {n} annotated image(s) and {csv_path}")
+
+
+@main.command("pseudo-label", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True,
+              help="A 68-point folder (.pts beside each image); its points only place the crops.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the teacher's .pts (and links to the images): pass it to fit --extra.")
+def pseudo_label_command(model, data, out):
+    """Label a 68-point folder with a teacher MODEL (an exported .onnx with its card): each face
+    is read from the crop its own points give, then again from the teacher's first reading.
+    Prints the teacher's agreement with the folder's labels."""
+    from .pseudo_label import pseudo_label
+
+    with _user_errors():
+        cmd = shlex.join(["fkp-train", "pseudo-label", model, "--data", data, "--out", out])
+        r = pseudo_label(model, data, out, command=cmd, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(r))
 
 
 @main.command("plot", context_settings=CONTEXT)

@@ -338,7 +338,13 @@ def read_training_command(run_dir: Path) -> tuple[str, str]:
             cmd = f"{first} && {cmd}"
     data = d.get("data", "")
     if d.get("extra"):
+        from .pseudo_label import manifest_of
+
         data += " + " + " + ".join(d["extra"])
+        for extra in d["extra"]:  # pseudo-labelled folders: the command that labelled them comes first
+            made = manifest_of(extra) if Path(extra).is_dir() else None
+            if made and made.get("command") and cmd:
+                cmd = f"{made['command']} && {cmd}"
     return cmd, data
 
 

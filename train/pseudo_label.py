@@ -1,0 +1,90 @@
+"""Pseudo-labels: a trained teacher (an exported ONNX model, e.g. an ensemble with test-time
+averaging) reads the faces of another 68-point folder, and its readings become that folder's
+labels, in the teacher's own (300-W) convention. A folder whose labels follow another convention
+(YouTube Faces' points sit 7-11 % IOD off 300-W's at the nose bridge and inner brows) so becomes
+more training faces for a student (`fkp-train fit --extra OUT`).
+
+The folder's own points serve only to place the crop, as a detector's box would; the teacher then
+reads the face again from the crop its first points give, as the runtime does with a new face.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "pseudo_labels.json"
+
+
+def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: int = 32,
+                 command: str = "", echo=print) -> dict:
+    """Label every .pts face of `source` with `model`'s readings into `out` (NAME.pts + a link to
+    NAME's image). Returns (and writes to OUT/pseudo_labels.json) the teacher, the command and the
+    teacher's agreement with the source's labels (NME, and NME once each point's mean offset is
+    removed: what a convention difference cannot explain). `command`: how this was run, recorded
+    so that a student's card can name it."""
+    from fkp_live.crop import crop_from_points
+    from fkp_live.track.landmarker import Landmarker
+
+    from . import metrics
+    from .data import DataError
+    from .data.ibug import image_for, list_pts, read_image, read_pts, write_pts
+
+    source, out = Path(source), Path(out)
+    files = list_pts(source)
+    if not files:
+        raise DataError(f"{source}: no .pts files to label")
+    lm = Landmarker(model, device="cpu")
+    schema, card = lm.schema, lm.card
+    if schema.n != 68:
+        raise DataError(f"{model}: a {schema.n}-point model; pseudo-labels are for 68-point folders")
+    out.mkdir(parents=True, exist_ok=True)
+    grey = card.channels == 1
+    theirs, ours = [], []
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        images = [read_image(image_for(p), grey) for p in chunk]
+        given = [read_pts(p) for p in chunk]
+        pts = list(given)
+        for _ in range(2):  # from the given points' box, then from the teacher's own points
+            crops = [crop_from_points(p, schema, card.crop_scale, card.crop_rotate) for p in pts]
+            batch_in = np.concatenate([lm.prepare(img, [c]) for img, c in zip(images, crops)])
+            uv, _ = lm.run(batch_in)
+            pts = [c.to_frame(u) for c, u in zip(crops, uv)]
+        for p, g, q in zip(chunk, given, pts):
+            name = p.relative_to(source).with_suffix("")
+            dst = out / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write_pts(dst.with_suffix(".pts"), q)
+            img = image_for(p)
+            link = dst.with_suffix(img.suffix)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(img.resolve(), link)
+            theirs.append(g)
+            ours.append(q)
+        echo(f"labelled {min(i + batch, len(files))} / {len(files)}")
+    t, q = np.array(theirs), np.array(ours)
+    mask = np.ones(t.shape[:2], bool)
+    raw = metrics.summary(q, t, mask, schema)["nme_io"]
+    # each point's mean offset (in IOD units) removed: the part a convention cannot explain
+    e = schema.ocular_points(t)
+    iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)[:, None, None]
+    mean_off = ((q - t) / iod).mean(axis=0)
+    centred = metrics.summary(q - mean_off * iod, t, mask, schema)["nme_io"]
+    report = {
+        "teacher": str(Path(model).resolve()), "source": str(source.resolve()), "faces": len(files),
+        "command": command,
+        "nme_vs_source_labels": round(raw, 3), "nme_vs_source_labels_offsets_removed": round(centred, 3),
+        "largest_mean_offset_points": [int(j) for j in np.argsort(-np.linalg.norm(mean_off, axis=-1))[:5]],
+    }
+    (out / MANIFEST).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def manifest_of(folder: str | Path) -> dict | None:
+    """The pseudo-label manifest of a training folder, or None for a hand-labelled one."""
+    p = Path(folder) / MANIFEST
+    return json.loads(p.read_text()) if p.exists() else None
