@@ -58,14 +58,13 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
     for f in faces:
         col = colour(f.id)
         pts = f.points
+        whole = np.round(pts).astype(np.int32)
         if "contours" in layers and schema.lines:
-            polys = [np.round(pts[list(line)]).astype(np.int32) for line in schema.lines]
-            cv2.polylines(image, polys, False, col, th, cv2.LINE_AA)
+            cv2.polylines(image, [whole[idx] for idx in _line_indices(schema)], False, col, th, cv2.LINE_AA)
         if "points" in layers:
-            r = max(1, th)
-            for x, y in np.round(pts).astype(np.int32):
-                cv2.circle(image, (int(x), int(y)), r, (255, 255, 255) if "contours" in layers else col, -1,
-                           cv2.LINE_AA)
+            r, dot = max(1, th), (255, 255, 255) if "contours" in layers else col
+            for x, y in whole.tolist():
+                cv2.circle(image, (x, y), r, dot, -1, cv2.LINE_AA)
         if "box" in layers:
             x0, y0, x1, y1 = (int(round(v)) for v in f.box)
             cv2.rectangle(image, (x0, y0), (x1, y1), col, th, cv2.LINE_AA)
@@ -79,6 +78,17 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         cv2.putText(image, f"{fps:.0f} fps", (8 * th, 22 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * th,
                     (255, 255, 255), th, cv2.LINE_AA)
     return image
+
+
+_LINES: dict[int, list[np.ndarray]] = {}
+
+
+def _line_indices(schema: Schema) -> list[np.ndarray]:
+    """The schema's lines as index arrays, made once per schema."""
+    key = id(schema.lines)
+    if key not in _LINES:
+        _LINES[key] = [np.asarray(line, dtype=np.intp) for line in schema.lines]
+    return _LINES[key]
 
 
 _AXES = (((0, 0, 255), (45.0, 0.0, 0.0)), ((0, 200, 0), (0.0, 45.0, 0.0)), ((255, 80, 0), (0.0, 0.0, -45.0)))
