@@ -300,3 +300,16 @@ def test_the_csv_does_not_depend_on_the_other_outputs(tmp_path):
         r = CliRunner().invoke(cli, [str(a) for a in ["--video", path, "--no-display", *args]])
         assert r.exit_code == 0, r.output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_the_decoder_gets_one_thread_up_to_720p_and_its_own_choice_above(tmp_path):
+    """Up to 1280x720 the read-ahead thread is the decoder's only thread (beside the model's one
+    thread, two cores are full); larger frames keep FFmpeg's frame threads. Both decode alike."""
+    for (w, h), one in (((1280, 720), True), ((1920, 1080), False)):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[h // 4:h // 2, w // 4:w // 2] = 200
+        path = write_video(tmp_path / f"{w}.mp4", [img] * 3)
+        with VideoSource(path) as src:
+            assert (src._stream.codec_context.thread_count == 1) == one
+            got = [f.image for f in src]
+        assert len(got) == 3 and abs(float(got[-1][h // 3, w // 3].mean()) - 200) < 8

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame, to_bgr
-from . import Closing
+from . import ONE_DECODE_THREAD, Closing
 
 log = logging.getLogger("fkp_live")
 
@@ -85,6 +85,8 @@ class VideoSource(Source):
         self._stream.thread_type = "AUTO"  # frame threads: decoding runs beside our processing
         cc = self._stream.codec_context
         self.size = (cc.width, cc.height)
+        if 0 < cc.width * cc.height <= ONE_DECODE_THREAD:
+            cc.thread_count = 1  # the read-ahead thread is the decoder's one thread
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
         self.time_base = self._stream.time_base
@@ -106,8 +108,10 @@ class VideoSource(Source):
         tb = self.time_base
         start = self._start or 0
         turn = -1  # not known yet: read from the first frame's display matrix
+        bad, why = 0, ""
+        bad_packets: list = []  # decoder errors of skipped packets
         try:
-            for frame in self._container.decode(self._stream):
+            for frame in self._decoded(bad_packets):
                 if frame.pts is not None and tb is not None:
                     t = float((frame.pts - start) * tb)
                 elif self.fps:
@@ -129,16 +133,35 @@ class VideoSource(Source):
                 f"video file {self.path} is truncated or corrupt: decoding failed after {i} frames "
                 f"({_av_reason(e)}); re-download or re-encode it"
             ) from None
+        if bad_packets:
+            bad, why = len(bad_packets), _av_reason(bad_packets[-1])
         if i == 0:
             raise SourceError(
-                f"video file {self.path} has no decodable frames (truncated or empty stream); "
-                "re-download or re-encode it"
+                f"video file {self.path} has no decodable frames (truncated or empty stream"
+                + (f"; {why}" if bad else "") + "); re-download or re-encode it"
             )
+        if bad:
+            log.warning("video file %s: %d packet(s) could not be decoded (%s) and were skipped; it is "
+                        "corrupt or cut short", self.path, bad, why)
         n = self.length
         if n and i < n - max(2, n // 100):  # the header promised more: the file was cut short
             log.warning("video file %s ended after %d of the %d frames its header promises: it is cut short "
                         "(truncated); the outputs hold the %d frames read", self.path, i, n, i)
         self.frames_read = i
+
+    def _decoded(self, bad: list) -> Iterator:
+        """The stream's frames, packet by packet: a packet the decoder rejects (a file cut inside a
+        packet, corrupt data) is skipped and noted in `bad`, as players do, so the frames before and
+        after it are kept. A container that cannot be read further still raises."""
+        import av
+
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as e:
+                bad.append(e)
+                continue
+            yield from frames
 
     def _rotation(self, frame) -> int | None:
         """The cv2.rotate code that shows the frame the way players do (its display matrix), or None."""
