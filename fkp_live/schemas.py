@@ -44,6 +44,10 @@ class Schema:
         out = np.stack([a, b], axis=-2)
         return out if pts.dtype.kind == "f" else out.astype(np.float64)
 
+    def line_arrays(self) -> list[np.ndarray]:
+        """The poly-lines to draw as index arrays (made once per schema: drawn every frame)."""
+        return _line_index(self.lines)
+
     def ocular_points(self, pts: np.ndarray) -> np.ndarray:
         """(..., N, 2) -> (..., 2, 2): the two outer eye corners."""
         if self.ocular is None:
@@ -54,6 +58,11 @@ class Schema:
         """Image-left and image-right eye centres, used for roll; None if the scheme has none."""
         groups = self.eyes or self.pupils
         return None if groups is None else self._pair(groups, pts)
+
+
+@functools.cache
+def _line_index(lines) -> list[np.ndarray]:
+    return [np.asarray(line, dtype=np.intp) for line in lines]
 
 
 @functools.cache

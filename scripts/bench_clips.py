@@ -16,26 +16,35 @@ import av
 import cv2
 
 
-def four(videos: Path, out: Path) -> int:
+def _x264(out: Path, size: tuple[int, int], pictures) -> int:
+    """Encode BGR pictures to OUT with x264 at its defaults, 30 fps; returns how many."""
     n = 0
     with av.open(str(out), "w") as c:
         st = c.add_stream("libx264", rate=30)
-        st.width = st.height = 512
+        st.width, st.height = size
         st.pix_fmt = "yuv420p"
-        for name, limit in (("d10", None), ("d3", None), ("d11", None), ("d12", None), ("d0", None), ("d6", 425)):
-            with av.open(str(videos / f"{name}.mp4")) as src:
-                for i, f in enumerate(src.decode(video=0)):
-                    if limit is not None and i >= limit:
-                        break
-                    img = f.to_ndarray(format="bgr24")
-                    if img.shape[:2] != (512, 512):
-                        img = cv2.resize(img, (512, 512), interpolation=cv2.INTER_AREA)
-                    for p in st.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                        c.mux(p)
-                    n += 1
+        for img in pictures:
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(p)
+            n += 1
         for p in st.encode():
             c.mux(p)
     return n
+
+
+def _pictures(path: Path, limit: int | None = None):
+    with av.open(str(path)) as src:
+        for i, f in enumerate(src.decode(video=0)):
+            if limit is not None and i >= limit:
+                return
+            yield f.to_ndarray(format="bgr24")
+
+
+def four(videos: Path, out: Path) -> int:
+    parts = (("d10", None), ("d3", None), ("d11", None), ("d12", None), ("d0", None), ("d6", 425))
+    pictures = (img if img.shape[:2] == (512, 512) else cv2.resize(img, (512, 512), interpolation=cv2.INTER_AREA)
+                for name, limit in parts for img in _pictures(videos / f"{name}.mp4", limit))
+    return _x264(out, (512, 512), pictures)
 
 
 def repeated(src_path: Path, out: Path, times: int = 6) -> None:
@@ -58,17 +67,7 @@ def repeated(src_path: Path, out: Path, times: int = 6) -> None:
 
 
 def scaled(src_path: Path, out: Path, size=(1920, 1080)) -> None:
-    with av.open(str(out), "w") as c:
-        st = c.add_stream("libx264", rate=30)
-        st.width, st.height = size
-        st.pix_fmt = "yuv420p"
-        with av.open(str(src_path)) as src:
-            for f in src.decode(video=0):
-                img = cv2.resize(f.to_ndarray(format="bgr24"), size, interpolation=cv2.INTER_CUBIC)
-                for p in st.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                    c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    _x264(out, size, (cv2.resize(img, size, interpolation=cv2.INTER_CUBIC) for img in _pictures(src_path)))
 
 
 def main() -> None:

@@ -342,7 +342,7 @@ def read_training_command(run_dir: Path) -> tuple[str, str]:
 
         data += " + " + " + ".join(d["extra"])
         for extra in d["extra"]:  # pseudo-labelled folders: the command that labelled them comes first
-            made = manifest_of(extra) if Path(extra).is_dir() else None
+            made = manifest_of(extra)
             if made and made.get("command") and cmd:
                 cmd = f"{made['command']} && {cmd}"
     return cmd, data
@@ -459,9 +459,12 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     if flip_average:
         from fkp_live import schemas
 
-        shift = float(task.augment.get("flip_shift", 0.0) or 0.0)
+        def flip_shift(t: Task) -> float:
+            return float(t.augment.get("flip_shift", 0.0) or 0.0)
+
+        shift = flip_shift(task)
         for other, t2 in member_tasks:
-            o_shift = float(t2.augment.get("flip_shift", 0.0) or 0.0)
+            o_shift = flip_shift(t2)
             if o_shift != shift:
                 raise ExportError(f"{other}: trained with flip_shift {o_shift} where the first checkpoint has "
                                   f"{shift}; a mirror-averaged ensemble needs one")

@@ -26,6 +26,11 @@ def _norm_distance(truth, mask, groups) -> np.ndarray:
     return np.where(ok & (d > 0), d, np.nan)
 
 
+def inter_ocular(truth, mask, schema: Schema) -> np.ndarray:
+    """(B,) the inter-ocular distance of each face's true points (NaN where it is undefined)."""
+    return _norm_distance(truth, mask, schema.ocular)
+
+
 def nme_per_sample(pred, truth, mask, schema: Schema, norm: str = "ocular") -> np.ndarray:
     """(B,) mean point error over labelled points / normalising distance (a fraction)."""
     groups = schema.ocular if norm == "ocular" else schema.pupils

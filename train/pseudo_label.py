@@ -45,7 +45,8 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
     theirs, ours = [], []
     for i in range(0, len(files), batch):
         chunk = files[i:i + batch]
-        images = [read_image(image_for(p), grey) for p in chunk]
+        pictures = [image_for(p) for p in chunk]
+        images = [read_image(f, grey) for f in pictures]
         given = [read_pts(p) for p in chunk]
         pts = list(given)
         for _ in range(2):  # from the given points' box, then from the teacher's own points
@@ -53,12 +54,10 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
             batch_in = np.concatenate([lm.prepare(img, [c]) for img, c in zip(images, crops)])
             uv, _ = lm.run(batch_in)
             pts = [c.to_frame(u) for c, u in zip(crops, uv)]
-        for p, g, q in zip(chunk, given, pts):
-            name = p.relative_to(source).with_suffix("")
-            dst = out / name
+        for p, img, g, q in zip(chunk, pictures, given, pts):
+            dst = out / p.relative_to(source).with_suffix("")
             dst.parent.mkdir(parents=True, exist_ok=True)
             write_pts(dst.with_suffix(".pts"), q)
-            img = image_for(p)
             link = dst.with_suffix(img.suffix)
             if link.is_symlink() or link.exists():
                 link.unlink()
@@ -70,8 +69,7 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
     mask = np.ones(t.shape[:2], bool)
     raw = metrics.summary(q, t, mask, schema)["nme_io"]
     # each point's mean offset (in IOD units) removed: the part a convention cannot explain
-    e = schema.ocular_points(t)
-    iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)[:, None, None]
+    iod = metrics.inter_ocular(t, mask, schema)[:, None, None]
     mean_off = ((q - t) / iod).mean(axis=0)
     centred = metrics.summary(q - mean_off * iod, t, mask, schema)["nme_io"]
     report = {

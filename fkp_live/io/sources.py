@@ -108,7 +108,6 @@ class VideoSource(Source):
         tb = self.time_base
         start = self._start or 0
         turn = -1  # not known yet: read from the first frame's display matrix
-        bad, why = 0, ""
         bad_packets: list = []  # decoder errors of skipped packets
         try:
             for frame in self._decoded(bad_packets):
@@ -133,16 +132,15 @@ class VideoSource(Source):
                 f"video file {self.path} is truncated or corrupt: decoding failed after {i} frames "
                 f"({_av_reason(e)}); re-download or re-encode it"
             ) from None
-        if bad_packets:
-            bad, why = len(bad_packets), _av_reason(bad_packets[-1])
+        why = _av_reason(bad_packets[-1]) if bad_packets else ""
         if i == 0:
             raise SourceError(
                 f"video file {self.path} has no decodable frames (truncated or empty stream"
-                + (f"; {why}" if bad else "") + "); re-download or re-encode it"
+                + (f"; {why}" if why else "") + "); re-download or re-encode it"
             )
-        if bad:
+        if bad_packets:
             log.warning("video file %s: %d packet(s) could not be decoded (%s) and were skipped; it is "
-                        "corrupt or cut short", self.path, bad, why)
+                        "corrupt or cut short", self.path, len(bad_packets), why)
         n = self.length
         if n and i < n - max(2, n // 100):  # the header promised more: the file was cut short
             log.warning("video file %s ended after %d of the %d frames its header promises: it is cut short "

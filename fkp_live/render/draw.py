@@ -60,7 +60,7 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         pts = f.points
         whole = np.round(pts).astype(np.int32)
         if "contours" in layers and schema.lines:
-            cv2.polylines(image, [whole[idx] for idx in _line_indices(schema)], False, col, th, cv2.LINE_AA)
+            cv2.polylines(image, [whole[idx] for idx in schema.line_arrays()], False, col, th, cv2.LINE_AA)
         if "points" in layers:
             r, dot = max(1, th), (255, 255, 255) if "contours" in layers else col
             for x, y in whole.tolist():
@@ -78,17 +78,6 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         cv2.putText(image, f"{fps:.0f} fps", (8 * th, 22 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * th,
                     (255, 255, 255), th, cv2.LINE_AA)
     return image
-
-
-_LINES: dict[int, list[np.ndarray]] = {}
-
-
-def _line_indices(schema: Schema) -> list[np.ndarray]:
-    """The schema's lines as index arrays, made once per schema."""
-    key = id(schema.lines)
-    if key not in _LINES:
-        _LINES[key] = [np.asarray(line, dtype=np.intp) for line in schema.lines]
-    return _LINES[key]
 
 
 _AXES = (((0, 0, 255), (45.0, 0.0, 0.0)), ((0, 200, 0), (0.0, 45.0, 0.0)), ((255, 80, 0), (0.0, 0.0, -45.0)))

@@ -106,7 +106,7 @@ class KeypointSmoother:
             # the residual around the mean innovation measures the noise (minus the prediction's
             # own uncertainty) and the mean innovation measures unpredicted motion.
             spread = (innov - mean).ravel()
-            r = float(spread @ spread) / (2 * n) * n / (n - 1) - p00
+            r = float(spread @ spread) / (2 * (n - 1)) - p00  # unbiased variance per coordinate
             r = min(max(r, 1e-8), 4 * self._noise_var + 1e-6)
             self._noise_var += self.adapt * (r - self._noise_var)
             nu = float(np.hypot(mean[0], mean[1])) / math.sqrt((p00 + self._noise_var) / n)
