@@ -256,18 +256,21 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
         tr = Tracker(model=model, device=device, threads=threads, detector="haar", max_faces=k)
         tr(clip[0])  # detection, allocations
         per, parts = [], {"crop": [], "back-projection": [], "smoother": []}
+        grey = []
         smoothers: dict[int, KeypointSmoother] = {}
         for f in clip[1:]:
+            # what the run engine's reading thread does beside the model: the grey picture
+            grey.append(tr.read_ahead(f).get("crop", 0.0))
             t = tr.track(f)
             per.append((len(t.faces), sum(t.seconds.values()), t.seconds))
             if not t.faces:
                 continue
-            # the per-face parts, timed apart on this frame's faces: cutting and normalising the
-            # crops; crop fractions -> frame pixels and the next crop from them; one Kalman update
+            # the per-face parts, timed apart on this frame's faces: cutting (from the grey
+            # picture) and normalising the crops; crop fractions -> frame pixels and the next crop from them; one Kalman update
             crops = [face.crop for face in t.faces]
             uv = [face.crop.from_frame(face.raw) for face in t.faces]
             t0 = time.perf_counter()
-            tr.landmarker.prepare(f.image, crops)
+            tr.landmarker.prepare_frame(f, crops)
             t1 = time.perf_counter()
             for c, u in zip(crops, uv):
                 crop_from_points(c.to_frame(u), tr.schema, tr.card.crop_scale, tr.card.crop_rotate)
@@ -288,7 +291,8 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
                    + f"), {tracked} tracked; found in frame 0 by "
                    + ", ".join(f"{n} {c}" for n, c in found.items()))
         click.echo("           per face: " + ", ".join(f"{key} {1e3 * float(np.median(v)):.3f} ms"
-                                                    for key, v in parts.items() if v))
+                                                    for key, v in parts.items() if v)
+                   + f"; per frame, in the reading thread: grey picture {1e3 * float(np.median(grey)):.3f} ms")
         tr.close()
 
 

@@ -158,16 +158,22 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
         # video's Y plane and converts only the frames it detects faces in): skip the conversion
         source.lazy_bgr = not pictures and not any(getattr(s, "pixels", False) for s in sinks)
     prefetch = threads and getattr(source, "prefetch", False)
-    ahead = prefetch and still and hasattr(tracker, "detect_ahead")
-    ahead_seconds = [0.0]  # the reading thread's detection time, added to "detect" at the end
-    it = _Prefetch(_detected(source, tracker, ahead_seconds) if ahead else source) if prefetch else iter(source)
+    ahead = tracker.read_ahead if hasattr(tracker, "read_ahead") else None
+    # the reading thread's work ahead (Tracker.read_ahead), added to its stages at the end
+    ahead_st: defaultdict[str, float] = defaultdict(float)
+    if prefetch:
+        it = _Prefetch(_read_ahead(source, ahead, still, ahead_st) if ahead else source)
+    else:  # the same work, in this thread
+        it = _read_ahead(source, ahead, still, ahead_st) if ahead else iter(source)
     t_start = time.perf_counter()
     try:
-        _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events)
+        _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events,
+              None if prefetch else ahead_st)
     finally:
         if prefetch:
             it.close()
-            st["detect"] += ahead_seconds[0]
+        for k, v in ahead_st.items():
+            st[k] += v
         t0 = time.perf_counter()
         try:
             for w in writers:
@@ -179,19 +185,23 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
     return res
 
 
-def _detected(source: Iterable, tracker, seconds: list) -> Iterator:
-    """Still pictures with their faces detected, in the reading thread: each picture is detected
-    afresh whatever came before, so the detector (MediaPipe releases the GIL) runs beside the
-    model on the last picture. Its seconds count as "detect" though they overlap the loop."""
+def _read_ahead(source: Iterable, read_ahead: Callable, still: bool, stages) -> Iterator:
+    """Frames with the work that does not depend on tracking done (`Tracker.read_ahead`): in the
+    reading thread, the grey picture and a still picture's detection (MediaPipe and OpenCV release
+    the GIL) run beside the model on the frame before. Its seconds count in their stages ("crop",
+    "detect") though they overlap the loop."""
     for frame in source:
-        t0 = time.perf_counter()
-        tracker.detect_ahead(frame)
-        seconds[0] += time.perf_counter() - t0
+        for k, v in read_ahead(frame, still).items():
+            stages[k] += v
         yield frame
 
 
-def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events) -> None:
+def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events,
+          inline_ahead=None) -> None:
+    """inline_ahead: the stage seconds of work ahead done inside `next(it)` (no reading thread),
+    kept out of "decode"."""
     st = res.stage_seconds
+    ahead_done = 0.0
     while True:
         if stop is not None and stop.stop:
             res.interrupted = True
@@ -204,6 +214,9 @@ def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, pr
         except StopIteration:
             break
         st["decode"] += time.perf_counter() - t0
+        if inline_ahead:
+            st["decode"] -= sum(inline_ahead.values()) - ahead_done
+            ahead_done = sum(inline_ahead.values())
         tracked = tracker.track(frame, still=still)
         for k, v in tracked.seconds.items():
             st[k] += v

@@ -21,7 +21,7 @@ class Frame:
     JSON Lines) then never converts a frame it does not detect faces in.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "_convert", "detections")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
@@ -33,6 +33,10 @@ class Frame:
         # The decoder's Y plane (H, W) where it has one (4:2:0 video): grey for a 1-channel model
         # without converting, and a third of the bytes to read (see grey_from_luma)
         self.luma = luma
+        # The whole picture in grey (H, W), made ahead in the reading thread for a 1-channel model
+        # when there is no Y plane (cameras, still pictures, the demo): each face's crop is then cut
+        # from one byte per pixel instead of three, off the model's thread (Tracker.read_ahead)
+        self.grey = None
         self._convert = convert
         # The detector's faces when it ran ahead, in the reading thread (image folders: every
         # picture is detected afresh, so detection overlaps the model); None: not run yet

@@ -142,3 +142,66 @@ def test_still_pictures_are_detected_in_the_reading_thread_with_the_same_points(
     for (_, a), (_, b) in zip(results[True], results[False]):
         assert len(a) == len(b) == 1
         np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_a_grey_model_gets_its_grey_picture_from_the_reading_thread_with_the_same_points(any_model):
+    """Frames without a Y plane (the demo, a camera): the grey picture every crop is cut from is
+    made ahead in the reading thread, and the points are those of the same run without threads."""
+    import threading
+
+    from fkp_live.io.sources import DemoSource
+    from fkp_live.track.tracker import Tracker
+
+    class Points:
+        picture = False
+
+        def __init__(self):
+            self.rows = []
+
+        def write(self, frame, faces):
+            self.rows.append([f.points.copy() for f in faces])
+
+    results = {}
+    for threads in (True, False):
+        tr = Tracker(model=any_model, device="cpu", detector="blazeface")
+        made = []
+        read_ahead = tr.read_ahead
+        tr.read_ahead = lambda f, still=False: made.append(threading.current_thread().name) or read_ahead(f, still)
+        sink = Points()
+        src = DemoSource(frames=30, faces=1)
+        res = run(src, tr, [sink], threads=threads)
+        grey = tr.landmarker.card.channels == 1
+        tr.close()
+        assert res.frames == 30 and len(made) == 30
+        assert set(made) == ({"fkp-decode"} if threads else {threading.current_thread().name})
+        if grey:
+            assert res.ms_per_frame()["crop"] > 0
+        results[threads] = sink.rows
+    assert sum(len(r) for r in results[True]) >= 25
+    for a, b in zip(results[True], results[False]):
+        assert len(a) == len(b)
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p, q)
+
+
+def test_crops_from_the_grey_picture_match_crops_converted_after_cutting(any_model):
+    """Grey then cut (the reading thread's way) and cut then grey (a bare BGR picture) differ by
+    rounding only: at most one grey level."""
+    from fkp_live.crop import Crop
+    from fkp_live.io.sources import DemoSource
+    from fkp_live.track.tracker import Tracker
+
+    tr = Tracker(model=any_model, device="cpu", detector="haar")
+    lm = tr.landmarker
+    if lm.card.channels != 1:
+        pytest.skip("a 3-channel model does not use the grey picture")
+    frame = next(iter(DemoSource(frames=1, faces=1)))
+    crops = [Crop(300, 220, 180, 0.2), Crop(100, 100, 400, -0.1)]
+    plain = lm.prepare(frame.image, crops)
+    assert tr.read_ahead(frame)["crop"] >= 0 and frame.grey is not None
+    ahead = lm.prepare_frame(frame, crops)
+    step = float(lm._scale.ravel()[0])  # one grey level in normalised units
+    assert ahead.shape == plain.shape
+    assert np.abs(ahead - plain).max() <= step * 1.01
+    assert np.abs(ahead - plain).mean() < step * 0.5
+    tr.close()

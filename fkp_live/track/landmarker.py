@@ -202,9 +202,12 @@ class Landmarker:
     def prepare_frame(self, frame: Frame, crops: list[Crop]) -> np.ndarray:
         """`prepare` from a Frame: a grey model's crops are cut from the video's Y plane where the
         frame has one (a third of the bytes to read, no colour conversion, and the frame's BGR
-        picture need not be made at all)."""
-        if frame.luma is not None and self.card.channels == 1:
-            return self._cut(frame.luma, crops, grey_from_luma)
+        picture need not be made at all), or from the grey picture made ahead (`Frame.grey`)."""
+        if self.card.channels == 1:
+            if frame.luma is not None:
+                return self._cut(frame.luma, crops, grey_from_luma)
+            if frame.grey is not None:
+                return self._cut(frame.grey, crops, _as_is)
         return self.prepare(frame.image, crops)
 
     def _cut(self, plane: np.ndarray, crops: list[Crop], convert) -> np.ndarray:
@@ -240,6 +243,10 @@ class Landmarker:
         pts = out[0].reshape(len(batch), self.schema.n, 2)
         conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
         return pts, conf
+
+
+def _as_is(image: np.ndarray) -> np.ndarray:
+    return image
 
 
 def _pad(chunk: np.ndarray, b: int) -> np.ndarray:

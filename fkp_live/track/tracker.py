@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from ..crop import Crop, box_calibration, box_from_crop, crop_from_box, crop_from_points, roll_from_eyes
@@ -220,13 +221,28 @@ class Tracker:
         return Tracked(faces, events, secs)
 
     # ------------------------------------------------------------------------------------------
-    def detect_ahead(self, frame: Frame) -> Frame:
-        """Run the detector on a frame before it is tracked (`frame.detections`), for frames
-        that are detected whatever the tracking state (still pictures). The run engine calls it
-        in its reading thread, so detection overlaps the model; not for use beside `track` on
-        video, whose detection depends on what is tracked."""
-        frame.detections = self.detector(frame.image)
-        return frame
+    def read_ahead(self, frame: Frame, still: bool = False) -> dict[str, float]:
+        """The work on a frame that does not depend on what is tracked, done before `track`: the
+        run engine calls it in its reading thread, so it overlaps the model on the frame before.
+
+        - A 1-channel model on a frame without a Y plane (camera, still pictures, the demo): the
+          grey picture (`frame.grey`), from which every face's crop is then cut.
+        - Still pictures (`still`), which are detected whatever came before: the detector's faces
+          (`frame.detections`). Not for video, whose detection depends on what is tracked.
+
+        Returns the seconds spent, by stage ("crop", "detect")."""
+        secs: dict[str, float] = {}
+        if not isinstance(frame, Frame):  # a bare picture: `track` makes its Frame
+            return secs
+        if self.landmarker.card.channels == 1 and frame.luma is None and frame.grey is None:
+            t0 = time.perf_counter()
+            frame.grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+            secs["crop"] = time.perf_counter() - t0
+        if still:
+            t0 = time.perf_counter()
+            frame.detections = self.detector(frame.image)
+            secs["detect"] = time.perf_counter() - t0
+        return secs
 
     def _detect(self, frame: Frame, events: list[Event]) -> list[Detection]:
         """New faces: detections not matching a tracked face, best first, up to the free slots."""
