@@ -241,14 +241,48 @@ def test_ensemble_export_averages_its_nets_and_refuses_mismatched_ones(tiny, tmp
         got[name] = lm.run(lm.normalise(crops))[0]
     assert np.abs(got["a"] - got["b"]).max() * 64 > 0.05  # two different nets
     assert np.abs((got["a"] + got["b"]) / 2 - got["ab"]).max() * 64 < 1e-3
+    # a net of another input size reads the crop resized inside the graph; one that reads
+    # another crop (here a wider one) is refused, exit 2
     big = tmp_path / "big"
     big.mkdir()
     t2 = task.with_(size=(96, 96))
     torch.save({"model": build_model(t2).state_dict(), "task": t2.to_dict(), "epoch": 0, "val": {}}, big / "best.pt")
     r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x.onnx"),
                                        "--ensemble", str(big / "best.pt")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "x.json").read_text())["input_size"] == 64
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    t3 = task.with_(crop_scale=task.crop_scale * 1.2)
+    torch.save({"model": build_model(t3).state_dict(), "task": t3.to_dict(), "epoch": 0, "val": {}}, wide / "best.pt")
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "y.onnx"),
+                                       "--ensemble", str(wide / "best.pt")])
     assert r.exit_code == 2, r.output
-    assert "size" in r.output and str(big / "best.pt") in r.output and not (tmp_path / "x.onnx").exists()
+    assert "crop_scale" in r.output and str(wide / "best.pt") in r.output and not (tmp_path / "y.onnx").exists()
+
+
+def test_a_net_of_another_size_reads_the_resized_crop_on_the_same_grid():
+    """`Resized`: a net trained at 128 px in a 160 px ensemble. A net that reads a bright spot's
+    centre of mass (pixel j at fraction j / size) must find the spot where it is in the 160 px
+    crop; without the half-pixel grid correction it would be 0.125 px off."""
+    class CentreOfMass(torch.nn.Module):
+        def forward(self, x):
+            n = x.shape[-1]
+            ys, xs = torch.meshgrid(torch.arange(n) / n, torch.arange(n) / n, indexing="ij")
+            w = x[:, 0]
+            c = torch.stack([(w * xs).sum(dim=(1, 2)), (w * ys).sum(dim=(1, 2))], -1) / w.sum(dim=(1, 2))[:, None]
+            return c[:, None, :], torch.zeros(x.shape[0])
+
+    ys, xs = np.mgrid[0:160, 0:160].astype(np.float32)
+    spot = np.exp(-(((xs - 70.0) ** 2 + (ys - 91.3) ** 2) / 60.0))
+    x = torch.tensor(spot)[None, None]
+    plain = CentreOfMass()(x)[0][0, 0].numpy() * 160
+    np.testing.assert_allclose(plain, [70.0, 91.3], atol=1e-3)
+    resized = ex.Resized(CentreOfMass(), 128, 160)
+    got = resized(x)[0][0, 0].numpy() * 160
+    np.testing.assert_allclose(got, [70.0, 91.3], atol=0.02)
+    resized.offset = 0.0
+    assert np.abs(resized(x)[0][0, 0].numpy() * 160 - [70.0, 91.3]).min() > 0.1
 
 
 def test_export_fails_and_removes_the_file_when_parity_is_over_the_limit(tiny, tmp_path):

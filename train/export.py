@@ -130,9 +130,35 @@ class Ensemble(nn.Module):
         return sum(p for p, _ in outs) * k, sum(c for _, c in outs) * k
 
 
-def same_input(task: Task, other: Task, where: str) -> None:
-    """Raise ExportError unless two tasks read the same crops and predict the same points."""
-    for field in ("schema", "size", "channels", "mode", "crop_scale", "crop_rotate"):
+class Resized(nn.Module):
+    """A net trained at another input size, in an ensemble: it reads the ensemble's crop resized
+    to its own size (bilinear, inside the graph), and its points are moved to the ensemble's
+    pixel grid. Both crops span the same square with integer pixel centres, so resizing from
+    `size` to `own` moves content by half a pixel of each grid: fraction u of the small crop is
+    u + 0.5 / own - 0.5 / size of the large one."""
+
+    def __init__(self, model: nn.Module, own: int, size: int):
+        super().__init__()
+        self.model = model
+        self.own = int(own)
+        self.offset = 0.5 / own - 0.5 / size
+
+    def forward(self, image):
+        small = nn.functional.interpolate(image, size=(self.own, self.own), mode="bilinear",
+                                          align_corners=False)
+        pts, logit = self.model(small)
+        return pts + self.offset, logit
+
+
+def same_input(task: Task, other: Task, where: str, size: bool = True) -> None:
+    """Raise ExportError unless two tasks read the same crops and predict the same points (with
+    `size` False, crops of the same square at another square input size)."""
+    fields = ("schema", "size", "channels", "mode", "crop_scale", "crop_rotate")
+    if not size:
+        if len(set(other.size)) != 1 or len(set(task.size)) != 1:
+            raise ExportError(f"{where}: an ensemble of input sizes needs square inputs")
+        fields = tuple(f for f in fields if f != "size")
+    for field in fields:
         a, b = getattr(task, field), getattr(other, field)
         if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
             raise ExportError(f"{where}: its {field} is {b!r} where the first checkpoint's is {a!r}; "
@@ -424,7 +450,8 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     and INT8 calibration. `calibration`: a box calibration file (`train.calibrate`); without one,
     an existing NAME.json's calibration is kept. `int8`, `fp16`: also NAME.int8.onnx and
     NAME.fp16.onnx, each with its own card. `ensemble`: more checkpoints of the same task, averaged
-    with the first inside the graph (the card records every net's command chain). `shift_average`
+    with the first inside the graph (the card records every net's command chain); a net trained
+    at another input size reads the first one's crop resized (`Resized`). `shift_average`
     d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work). `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
@@ -443,8 +470,11 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     members, member_tasks = [], []
     for other in ensemble:
         m2, t2 = load_model(other)
-        same_input(task, t2, str(other))
-        members.append(m2.eval())
+        same_input(task, t2, str(other), size=False)
+        m2 = m2.eval()
+        if tuple(t2.size) != tuple(task.size):
+            m2 = Resized(m2, t2.size[0], task.size[0])
+        members.append(m2)
         member_tasks.append((other, t2))
     # read before anything is written: a bad calibration leaves the old export as it was
     if calibration:
