@@ -7,7 +7,8 @@ Crops are cut at FIRST's input size; a net trained at another size reads them re
 readings, each through the export's own graph pieces: plain (P), mirror (F: the plain and mirror
 readings' mean), diagonal shift +-d (S) and both (FS); then prints the validation NME of each
 net's units and of every mix of one unit per net, weighted by its readings, with the readings
-each costs. Selection is on val only: the test split stays for the chosen model's card.
+each costs; a mix such as 1F+2P exports as `fkp-train export FIRST.pt --ensemble OTHER.pt
+--readings F,P --shift-average d` (and its pixels, in 128x128 readings: about what it costs on a CPU). Selection is on val only: the test split stays for the chosen model's card.
 """
 from __future__ import annotations
 
@@ -21,21 +22,15 @@ from fkp_live import schemas
 from train import metrics
 from train.checkpoint import load_model
 from train.datasets import load_split, to_frame, to_input
-from train.export import FlipAverage, Resized, ShiftAverage, crops_of, same_input
-
-UNITS = {"P": 1, "F": 2, "S": 2, "FS": 4}  # readings per unit
+from train.export import READINGS as UNITS, Resized, crops_of, read_as, same_input
 
 
 @torch.no_grad()
-def readings(model, task, x, shift: int) -> dict[str, np.ndarray]:
-    """A net's four readings of crops `x` (at the first net's size, which its points are in)."""
-    sch = schemas.get(task.schema)
+def readings_of(model, task, x, shift: int) -> dict[str, np.ndarray]:
+    """A net's four readings of crops `x` (at the first net's size, which its points are in),
+    through the graphs `fkp-train export --readings` builds."""
     size = x.shape[-1]
-    flip = FlipAverage(model, sch.mirror_array(), size, float(task.augment.get("flip_shift", 0.0) or 0.0),
-                       sch.ocular).eval()
-    out = {"P": model(x)[0], "F": flip(x)[0], "S": ShiftAverage(model, shift, size)(x)[0],
-           "FS": ShiftAverage(flip, shift, size)(x)[0]}
-    return {k: v.numpy() for k, v in out.items()}
+    return {u: read_as(model, u, task, size, shift)(x)[0].numpy() for u in UNITS}
 
 
 def main() -> None:
@@ -44,6 +39,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--shift", type=int, default=3, help="diagonal shift in FIRST's input pixels")
     ap.add_argument("--split", default="val", choices=["val"])
+    ap.add_argument("--top", type=int, default=25, help="mixes printed, best first")
     a = ap.parse_args()
     torch.set_num_threads(1)
     first, task = load_model(a.checkpoints[0])
@@ -54,16 +50,17 @@ def main() -> None:
     mask = np.stack([s.mask for s in samples])
     sch = schemas.get(task.schema)
     size = task.size[0]
-    nets = []
+    nets, work = [], []  # work: one reading's pixels, in 128x128 crops (a rough cost)
     for i, ck in enumerate(a.checkpoints):
         m, t = (first, task) if i == 0 else load_model(ck)
         same_input(task, t, ck, size=False)
         m = m.eval()
+        work.append((t.size[0] / 128) ** 2)
         if t.size[0] != size:
             m = Resized(m, t.size[0], size).eval()
         r = {}
         for k in range(0, len(x), 64):
-            part = readings(m, t, x[k:k + 64], a.shift)
+            part = readings_of(m, t, x[k:k + 64], a.shift)
             for u, v in part.items():
                 r.setdefault(u, []).append(v)
         nets.append({u: np.concatenate(v) for u, v in r.items()})
@@ -76,14 +73,15 @@ def main() -> None:
 
     rows = []
     for combo in itertools.product([None, *UNITS], repeat=len(nets)):
-        used = [(n, u) for n, u in zip(nets, combo) if u]
+        used = [(n, u, c) for n, u, c in zip(nets, combo, work) if u]
         if len(used) < 2:
             continue
-        w = np.array([UNITS[u] for _, u in used], float)
-        pred = sum(wi * n[u] for wi, (n, u) in zip(w, used)) / w.sum()
-        rows.append((score(pred), int(w.sum()), "+".join(f"{i + 1}{u}" for i, u in enumerate(combo) if u)))
-    for nme, k, name in sorted(rows)[:20]:
-        print(f"{name:14s} {k} readings: {nme:.3f} %")
+        w = np.array([UNITS[u] for _, u, _ in used], float)
+        pred = sum(wi * n[u] for wi, (n, u, _) in zip(w, used)) / w.sum()
+        cost = sum(UNITS[u] * c for _, u, c in used)
+        rows.append((score(pred), int(w.sum()), cost, "+".join(f"{i + 1}{u}" for i, u in enumerate(combo) if u)))
+    for nme, k, cost, name in sorted(rows)[:a.top]:
+        print(f"{name:14s} {k} readings ({cost:.1f}x a 128 px reading): {nme:.3f} %")
 
 
 if __name__ == "__main__":

@@ -476,3 +476,39 @@ def test_shift_averaging_moves_each_reading_back_by_its_shift(tiny, tmp_path):
     r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x.onnx"),
                                        "--shift-average", "20"])
     assert r.exit_code != 0 and "shift average" in r.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_readings_choose_what_each_net_reads_weighted_by_their_readings(tiny, tmp_path):
+    """`--ensemble B.pt --readings F,P`: the first net read plain and mirrored, the second plain,
+    the three readings averaged (2:1 between the nets), through ONNX Runtime; bad specs refused
+    with the option named, exit 2."""
+    d, _, task = tiny
+    torch.manual_seed(5)
+    other = build_model(task).eval()
+    with torch.no_grad():
+        other.heat.weight.normal_(0, 50.0)
+    b = tmp_path / "b"
+    b.mkdir()
+    torch.save({"model": other.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}, b / "best.pt")
+    runs = {"aF": [str(d / "best.pt"), "--flip-average"], "b": [str(b / "best.pt")],
+            "mix": [str(d / "best.pt"), "--ensemble", str(b / "best.pt"), "--readings", "F,P"]}
+    for name, args in runs.items():
+        r = CliRunner().invoke(fkp_train, ["export", *args, "--out", str(tmp_path / f"{name}.onnx")])
+        assert r.exit_code == 0, r.output
+    desc = json.loads((tmp_path / "mix.json").read_text())["description"]
+    assert "net 1 reads each crop with its mirror image" in desc and "net 2 reads each crop plain" in desc
+    crops = np.random.default_rng(6).integers(0, 256, (3, 64, 64, 1), dtype=np.uint8)
+    got = {}
+    for name in runs:
+        lm = Landmarker(tmp_path / f"{name}.onnx", device="cpu")
+        got[name] = lm.run(lm.normalise(crops))[0]
+    assert np.abs(got["aF"] - got["b"]).max() * 64 > 0.05
+    np.testing.assert_allclose(got["mix"], (2 * got["aF"] + got["b"]) / 3, atol=2e-5)
+    for args, words in ((["--readings", "F"], "1 given for 2 nets"), (["--readings", "F,X"], "unknown reading 'X'"),
+                        (["--readings", "S,P"], "--shift-average"),
+                        (["--readings", "F,P", "--flip-average"], "leave out --flip-average")):
+        r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--ensemble", str(b / "best.pt"),
+                                           "--out", str(tmp_path / "bad.onnx"), *args])
+        assert r.exit_code == 2, r.output
+        assert words in r.output
+        assert not (tmp_path / "bad.onnx").exists()

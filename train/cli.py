@@ -199,8 +199,12 @@ def mirror_offset_command(checkpoint, data, split, every):
 @click.option("--shift-average", type=click.IntRange(0, 31), default=0, metavar="PIXELS",
               help="Read each crop moved by +PIXELS and by -PIXELS on the diagonal and average the two "
                    "readings, inside the graph (2x the work; with --flip-average, 4x). 0: off.")
+@click.option("--readings", metavar="UNITS", default=None,
+              help="What each net reads, one per net in order (the checkpoint, then each --ensemble): P "
+                   "plain, F with its mirror image, S shifted by +-PIXELS of --shift-average, FS both; "
+                   "e.g. F,P. The nets are weighted by their readings (scripts/tta_sweep.py's mixes).")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
-                   flip_average, ensemble, shift_average):
+                   flip_average, ensemble, shift_average, readings):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -217,7 +221,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
         with _user_errors():
             ex.export_checkpoint(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16,
                                  tensorrt, flip_average, ensemble, shift_average=shift_average,
-                                 echo=click.echo)
+                                 readings=readings, echo=click.echo)
     except ex.ParityError as e:
         raise click.ClickException(str(e)) from None
     except ex.TensorRTUnavailable as e:

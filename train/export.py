@@ -120,14 +120,49 @@ class Ensemble(nn.Module):
     their points (and presence logits) are averaged. Independently trained nets make partly
     independent errors, so the mean sits closer to the truth than any one of them."""
 
-    def __init__(self, models: list[nn.Module]):
+    def __init__(self, models: list[nn.Module], weights: list[float] | None = None):
         super().__init__()
         self.models = nn.ModuleList(models)
+        w = [1.0] * len(models) if weights is None else [float(x) for x in weights]
+        self.weights = [x / sum(w) for x in w]  # each member's share (a member may read twice)
 
     def forward(self, image):
         outs = [m(image) for m in self.models]
-        k = 1.0 / len(outs)
-        return sum(p for p, _ in outs) * k, sum(c for _, c in outs) * k
+        return (sum(p * w for (p, _), w in zip(outs, self.weights)),
+                sum(c * w for (_, c), w in zip(outs, self.weights)))
+
+
+# --readings: what each net of an export reads, and how many readings that is
+READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4}
+
+
+def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
+    """`--readings` ("F,P": the first net plain and mirrored, the second plain) -> one unit per
+    net. Raises ExportError naming the option when it does not fit the nets or the shift."""
+    units = [u.strip().upper() for u in spec.split(",")]
+    bad = [u for u in units if u not in READINGS]
+    if bad:
+        raise ExportError(f"--readings: unknown reading {bad[0]!r}; use P (plain), F (with the mirror "
+                          "image), S (shifted +-D px) or FS (both), one per net, e.g. F,P")
+    if len(units) != nets:
+        raise ExportError(f"--readings: {len(units)} given for {nets} net{'s' * (nets != 1)} "
+                          "(the checkpoint and each --ensemble); give one per net")
+    if any("S" in u for u in units) and not shift:
+        raise ExportError("--readings: S and FS read the crop shifted; give the shift with --shift-average D")
+    return units
+
+
+def read_as(model: nn.Module, unit: str, task: Task, size: int, shift: int) -> nn.Module:
+    """One net wrapped to read each crop as `unit` says (P, F, S or FS) at crop size `size`."""
+    from fkp_live import schemas
+
+    if "F" in unit:
+        sch = schemas.get(task.schema)
+        model = FlipAverage(model, sch.mirror_array(), size, float(task.augment.get("flip_shift", 0.0) or 0.0),
+                            sch.ocular)
+    if "S" in unit:
+        model = ShiftAverage(model, shift, size)
+    return model.eval()
 
 
 class Resized(nn.Module):
@@ -197,8 +232,12 @@ def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> 
 
 def make_card(task: Task, name: str, metrics: dict | None = None, command: str = "",
               data: str = "", box_calibration: dict | None = None, flip_average: bool = False,
-              ensemble: int = 1, shift_average: int = 0) -> ModelCard:
+              ensemble: int = 1, shift_average: int = 0, readings: list[str] | None = None) -> ModelCard:
     w, h = task.size
+    words = {"P": "plain", "F": "with its mirror image", "S": f"moved by +-{shift_average} px on the diagonal",
+             "FS": f"with its mirror image, each moved by +-{shift_average} px on the diagonal"}
+    if readings:
+        ensemble, flip_average, shift_average = 1, False, 0  # said per net below
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
         mean=[MEAN] * task.channels, std=[STD] * task.channels,
@@ -209,7 +248,11 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
                     + (f"; the mean of {ensemble} such nets, trained apart" if ensemble > 1 else "")
                     + ("; each crop averaged with its mirror image inside the graph" if flip_average else "")
                     + (f"; and with the crop moved by +-{shift_average} px on the diagonal, inside the graph"
-                       if shift_average else ""),
+                       if shift_average else "")
+                    + ("; inside the graph, " + ", ".join(
+                        f"net {i} reads each crop {words[u]}" for i, u in enumerate(readings, 1))
+                       + ", the nets weighted by their readings" if readings and len(readings) > 1
+                       else f"; each crop read {words[readings[0]]}, inside the graph" if readings else ""),
         training={"command": command, "data": data, "task": task.to_dict()},
         metrics=metrics or {},
         licence=LICENCES.get(task.reader, ""),
@@ -443,7 +486,7 @@ def _latency(path: Path, size: int, channels: int) -> dict:
 def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
                       tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
                       tensorrt: bool = False, flip_average: bool = False, ensemble=(), shift_average: int = 0,
-                      echo=_echo) -> ModelCard:
+                      readings: str | None = None, echo=_echo) -> ModelCard:
     """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
 
     `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
@@ -452,7 +495,9 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     NAME.fp16.onnx, each with its own card. `ensemble`: more checkpoints of the same task, averaged
     with the first inside the graph (the card records every net's command chain); a net trained
     at another input size reads the first one's crop resized (`Resized`). `shift_average`
-    d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work). `tensorrt`: also NAME.engine, built last (raises
+    d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work).
+    `readings` ("F,P"): what each net reads instead (P plain, F and its mirror, S shifted by
+    +-`shift_average`, FS both), the nets weighted by their readings. `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
@@ -484,7 +529,16 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     else:
         box_cal = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    if members:
+    units = None
+    if readings:
+        if flip_average:
+            raise ExportError("--readings says what each net reads; leave out --flip-average")
+        units = parse_readings(readings, 1 + len(members), shift_average)
+        size = task.size[0]
+        tasks = [task] + [t2 for _, t2 in member_tasks]
+        nets = [read_as(m, u, t, size, shift_average) for m, u, t in zip([model.eval(), *members], units, tasks)]
+        model = nets[0] if len(nets) == 1 else Ensemble(nets, [READINGS[u] for u in units])
+    elif members:
         model = Ensemble([model.eval(), *members])
     if flip_average:
         from fkp_live import schemas
@@ -500,7 +554,7 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
                                   f"{shift}; a mirror-averaged ensemble needs one")
         sch = schemas.get(task.schema)
         model = FlipAverage(model.eval(), sch.mirror_array(), task.size[0], shift, sch.ocular)
-    if shift_average:
+    if shift_average and not units:
         model = ShiftAverage(model.eval(), shift_average, task.size[0])
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
@@ -508,7 +562,8 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
         c2, _ = read_training_command(Path(other).parent)
         cmd += f" ; ensemble net {i}: {c2 or other}"
     card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
-                     flip_average=flip_average, ensemble=1 + len(members), shift_average=shift_average)
+                     flip_average=flip_average, ensemble=1 + len(members), shift_average=shift_average,
+                     readings=units)
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = crops_of(val, task, limit=32)
