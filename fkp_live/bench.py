@@ -266,7 +266,8 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
             if not t.faces:
                 continue
             # the per-face parts, timed apart on this frame's faces: cutting (from the grey
-            # picture) and normalising the crops; crop fractions -> frame pixels and the next crop from them; one Kalman update
+            # picture) and normalising the crops; crop fractions -> frame pixels and the next crop
+            # from them; one Kalman update
             crops = [face.crop for face in t.faces]
             uv = [face.crop.from_frame(face.raw) for face in t.faces]
             t0 = time.perf_counter()

@@ -158,17 +158,18 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
         # video's Y plane and converts only the frames it detects faces in): skip the conversion
         source.lazy_bgr = not pictures and not any(getattr(s, "pixels", False) for s in sinks)
     prefetch = threads and getattr(source, "prefetch", False)
-    ahead = tracker.read_ahead if hasattr(tracker, "read_ahead") else None
-    # the reading thread's work ahead (Tracker.read_ahead), added to its stages at the end
+    ahead = getattr(tracker, "read_ahead", None)  # work that does not depend on what is tracked
+    # done in the reading thread when there is one (its seconds added to their stages at the end),
+    # else by the loop itself
     ahead_st: defaultdict[str, float] = defaultdict(float)
     if prefetch:
         it = _Prefetch(_read_ahead(source, ahead, still, ahead_st) if ahead else source)
-    else:  # the same work, in this thread
-        it = _read_ahead(source, ahead, still, ahead_st) if ahead else iter(source)
+    else:
+        it = iter(source)
     t_start = time.perf_counter()
     try:
         _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events,
-              None if prefetch else ahead_st)
+              None if prefetch else ahead)
     finally:
         if prefetch:
             it.close()
@@ -197,11 +198,9 @@ def _read_ahead(source: Iterable, read_ahead: Callable, still: bool, stages) -> 
 
 
 def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, progress, on_events,
-          inline_ahead=None) -> None:
-    """inline_ahead: the stage seconds of work ahead done inside `next(it)` (no reading thread),
-    kept out of "decode"."""
+          read_ahead=None) -> None:
+    """read_ahead: `Tracker.read_ahead`, called here on each frame when no reading thread did."""
     st = res.stage_seconds
-    ahead_done = 0.0
     while True:
         if stop is not None and stop.stop:
             res.interrupted = True
@@ -214,9 +213,9 @@ def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, pr
         except StopIteration:
             break
         st["decode"] += time.perf_counter() - t0
-        if inline_ahead:
-            st["decode"] -= sum(inline_ahead.values()) - ahead_done
-            ahead_done = sum(inline_ahead.values())
+        if read_ahead is not None:
+            for k, v in read_ahead(frame, still).items():
+                st[k] += v
         tracked = tracker.track(frame, still=still)
         for k, v in tracked.seconds.items():
             st[k] += v

@@ -22,7 +22,7 @@ from fkp_live import schemas
 from train import metrics
 from train.checkpoint import load_model
 from train.datasets import load_split, to_frame, to_input
-from train.export import READINGS as UNITS, Resized, crops_of, read_as, same_input
+from train.export import READINGS as UNITS, crops_of, load_members, read_as
 
 
 @torch.no_grad()
@@ -51,15 +51,14 @@ def main() -> None:
     truth = np.stack([np.nan_to_num(s.points) for s in samples]).astype(np.float32)
     mask = np.stack([s.mask for s in samples])
     sch = schemas.get(task.schema)
-    size = task.size[0]
+
+    def score(pred):
+        return metrics.summary(to_frame(pred, mats, task.size), truth, mask, sch)["nme_io"]
+
     nets, work = [], []  # work: one reading's pixels, in 128x128 crops (a rough cost)
-    for i, ck in enumerate(a.checkpoints):
-        m, t = (first, task) if i == 0 else load_model(ck)
-        same_input(task, t, ck, size=False)
-        m = m.eval()
+    members = [(a.checkpoints[0], first.eval(), task)] + load_members(task, a.checkpoints[1:])
+    for i, (ck, m, t) in enumerate(members):
         work.append((t.size[0] / 128) ** 2)
-        if t.size[0] != size:
-            m = Resized(m, t.size[0], size).eval()
         r = {}
         for k in range(0, len(x), 64):
             part = readings_of(m, t, x[k:k + 64], a.shift)
@@ -67,20 +66,16 @@ def main() -> None:
                 r.setdefault(u, []).append(v)
         nets.append({u: np.concatenate(v) for u, v in r.items()})
         for u in UNITS:
-            nme = metrics.summary(to_frame(nets[-1][u], mats, task.size), truth, mask, sch)["nme_io"]
-            print(f"net {i + 1} ({ck}) {u:2s}: {nme:.3f} %")
-
-    def score(pred):
-        return metrics.summary(to_frame(pred, mats, task.size), truth, mask, sch)["nme_io"]
+            print(f"net {i + 1} ({ck}) {u:2s}: {score(nets[-1][u]):.3f} %")
 
     rows = []
     for combo in itertools.product([None, *UNITS], repeat=len(nets)):
         used = [(n, u, c) for n, u, c in zip(nets, combo, work) if u]
-        if not used or (a.max_cost is not None and sum(UNITS[u] * c for _, u, c in used) > a.max_cost):
+        cost = sum(UNITS[u] * c for _, u, c in used)
+        if not used or (a.max_cost is not None and cost > a.max_cost):
             continue
         w = np.array([UNITS[u] for _, u, _ in used], float)
         pred = sum(wi * n[u] for wi, (n, u, _) in zip(w, used)) / w.sum()
-        cost = sum(UNITS[u] * c for _, u, c in used)
         rows.append((score(pred), int(w.sum()), cost, "+".join(f"{i + 1}{u}" for i, u in enumerate(combo) if u)))
     for nme, k, cost, name in sorted(rows)[:a.top]:
         print(f"{name:14s} {k} readings ({cost:.1f}x a 128 px reading): {nme:.3f} %")

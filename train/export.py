@@ -152,14 +152,18 @@ def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
     return units
 
 
+def flip_shift_of(task: Task) -> float:
+    """The labels' left-right offset a net was trained to keep (`augment.flip_shift`; 0: none)."""
+    return float(task.augment.get("flip_shift", 0.0) or 0.0)
+
+
 def read_as(model: nn.Module, unit: str, task: Task, size: int, shift: int) -> nn.Module:
     """One net wrapped to read each crop as `unit` says (P, F, S or FS) at crop size `size`."""
     from fkp_live import schemas
 
     if "F" in unit:
         sch = schemas.get(task.schema)
-        model = FlipAverage(model, sch.mirror_array(), size, float(task.augment.get("flip_shift", 0.0) or 0.0),
-                            sch.ocular)
+        model = FlipAverage(model, sch.mirror_array(), size, flip_shift_of(task), sch.ocular)
     if "S" in unit:
         model = ShiftAverage(model, shift, size)
     return model.eval()
@@ -185,19 +189,32 @@ class Resized(nn.Module):
         return pts + self.offset, logit
 
 
-def same_input(task: Task, other: Task, where: str, size: bool = True) -> None:
-    """Raise ExportError unless two tasks read the same crops and predict the same points (with
-    `size` False, crops of the same square at another square input size)."""
-    fields = ("schema", "size", "channels", "mode", "crop_scale", "crop_rotate")
-    if not size:
-        if len(set(other.size)) != 1 or len(set(task.size)) != 1:
-            raise ExportError(f"{where}: an ensemble of input sizes needs square inputs")
-        fields = tuple(f for f in fields if f != "size")
-    for field in fields:
+def same_input(task: Task, other: Task, where: str) -> None:
+    """Raise ExportError unless two tasks read the same crops (the same square, at any square
+    input size) and predict the same points."""
+    if tuple(task.size) != tuple(other.size) and (len(set(other.size)) != 1 or len(set(task.size)) != 1):
+        raise ExportError(f"{where}: an ensemble of input sizes needs square inputs")
+    for field in ("schema", "channels", "mode", "crop_scale", "crop_rotate"):
         a, b = getattr(task, field), getattr(other, field)
         if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
             raise ExportError(f"{where}: its {field} is {b!r} where the first checkpoint's is {a!r}; "
                               "an ensemble's nets must read the same crops and predict the same points")
+
+
+def load_members(task: Task, checkpoints) -> list[tuple[str, nn.Module, Task]]:
+    """An ensemble's other nets: (checkpoint, net in eval mode, its task), each checked against the
+    first net's task; one trained at another input size reads the first one's crop `Resized`."""
+    from .checkpoint import load_model
+
+    out = []
+    for ck in checkpoints:
+        m, t = load_model(ck)
+        same_input(task, t, str(ck))
+        m = m.eval()
+        if tuple(t.size) != tuple(task.size):
+            m = Resized(m, t.size[0], task.size[0])
+        out.append((str(ck), m, t))
+    return out
 
 
 class ExportError(Exception):
@@ -234,25 +251,30 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
               data: str = "", box_calibration: dict | None = None, flip_average: bool = False,
               ensemble: int = 1, shift_average: int = 0, readings: list[str] | None = None) -> ModelCard:
     w, h = task.size
-    words = {"P": "plain", "F": "with its mirror image", "S": f"moved by +-{shift_average} px on the diagonal",
-             "FS": f"with its mirror image, each moved by +-{shift_average} px on the diagonal"}
-    if readings:
-        ensemble, flip_average, shift_average = 1, False, 0  # said per net below
+    parts = [f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} input, {task.loss} "
+             f"loss; task preset {task.name!r} ({task.mode} mode)"]
+    if readings:  # what each net reads
+        words = {"P": "plain", "F": "with its mirror image", "S": f"moved by +-{shift_average} px on the diagonal",
+                 "FS": f"with its mirror image, each moved by +-{shift_average} px on the diagonal"}
+        if len(readings) == 1:
+            parts.append(f"each crop read {words[readings[0]]}, inside the graph")
+        else:
+            parts.append("inside the graph, " + ", ".join(f"net {i} reads each crop {words[u]}"
+                                                          for i, u in enumerate(readings, 1))
+                         + ", the nets weighted by their readings")
+    else:  # every net reads alike
+        if ensemble > 1:
+            parts.append(f"the mean of {ensemble} such nets, trained apart")
+        if flip_average:
+            parts.append("each crop averaged with its mirror image inside the graph")
+        if shift_average:
+            parts.append(f"and with the crop moved by +-{shift_average} px on the diagonal, inside the graph")
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
         mean=[MEAN] * task.channels, std=[STD] * task.channels,
         crop_scale=task.crop_scale, crop_rotate=task.crop_rotate,
         box_calibration=box_calibration or {},
-        description=f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} "
-                    f"input, {task.loss} loss; task preset {task.name!r} ({task.mode} mode)"
-                    + (f"; the mean of {ensemble} such nets, trained apart" if ensemble > 1 else "")
-                    + ("; each crop averaged with its mirror image inside the graph" if flip_average else "")
-                    + (f"; and with the crop moved by +-{shift_average} px on the diagonal, inside the graph"
-                       if shift_average else "")
-                    + ("; inside the graph, " + ", ".join(
-                        f"net {i} reads each crop {words[u]}" for i, u in enumerate(readings, 1))
-                       + ", the nets weighted by their readings" if readings and len(readings) > 1
-                       else f"; each crop read {words[readings[0]]}, inside the graph" if readings else ""),
+        description="; ".join(parts),
         training={"command": command, "data": data, "task": task.to_dict()},
         metrics=metrics or {},
         licence=LICENCES.get(task.reader, ""),
@@ -512,15 +534,7 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     if int8 and not data:
         raise ExportError("INT8 export needs the task's data: INT8 is calibrated on training crops")
     model, task = load_model(checkpoint)
-    members, member_tasks = [], []
-    for other in ensemble:
-        m2, t2 = load_model(other)
-        same_input(task, t2, str(other), size=False)
-        m2 = m2.eval()
-        if tuple(t2.size) != tuple(task.size):
-            m2 = Resized(m2, t2.size[0], task.size[0])
-        members.append(m2)
-        member_tasks.append((other, t2))
+    members = load_members(task, ensemble)
     # read before anything is written: a bad calibration leaves the old export as it was
     if calibration:
         box_cal = read_calibration(calibration)
@@ -529,33 +543,20 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     else:
         box_cal = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    units = None
     if readings:
         if flip_average:
             raise ExportError("--readings says what each net reads; leave out --flip-average")
         units = parse_readings(readings, 1 + len(members), shift_average)
-        size = task.size[0]
-        tasks = [task] + [t2 for _, t2 in member_tasks]
-        nets = [read_as(m, u, t, size, shift_average) for m, u, t in zip([model.eval(), *members], units, tasks)]
-        model = nets[0] if len(nets) == 1 else Ensemble(nets, [READINGS[u] for u in units])
-    elif members:
-        model = Ensemble([model.eval(), *members])
-    if flip_average:
-        from fkp_live import schemas
-
-        def flip_shift(t: Task) -> float:
-            return float(t.augment.get("flip_shift", 0.0) or 0.0)
-
-        shift = flip_shift(task)
-        for other, t2 in member_tasks:
-            o_shift = flip_shift(t2)
-            if o_shift != shift:
-                raise ExportError(f"{other}: trained with flip_shift {o_shift} where the first checkpoint has "
-                                  f"{shift}; a mirror-averaged ensemble needs one")
-        sch = schemas.get(task.schema)
-        model = FlipAverage(model.eval(), sch.mirror_array(), task.size[0], shift, sch.ocular)
-    if shift_average and not units:
-        model = ShiftAverage(model.eval(), shift_average, task.size[0])
+    else:  # --flip-average and --shift-average: every net reads alike
+        if flip_average:
+            for other, _, t2 in members:
+                if flip_shift_of(t2) != flip_shift_of(task):
+                    raise ExportError(f"{other}: trained with flip_shift {flip_shift_of(t2)} where the first "
+                                      f"checkpoint has {flip_shift_of(task)}; a mirror-averaged ensemble needs one")
+        units = [("F" if flip_average else "") + ("S" if shift_average else "") or "P"] * (1 + len(members))
+    nets = [read_as(m, u, t, task.size[0], shift_average)
+            for (m, t), u in zip([(model.eval(), task)] + [(m, t) for _, m, t in members], units)]
+    model = nets[0] if len(nets) == 1 else Ensemble(nets, [READINGS[u] for u in units])
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
     for i, other in enumerate(ensemble, 2):
@@ -563,7 +564,7 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
         cmd += f" ; ensemble net {i}: {c2 or other}"
     card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
                      flip_average=flip_average, ensemble=1 + len(members), shift_average=shift_average,
-                     readings=units)
+                     readings=units if readings else None)
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = crops_of(val, task, limit=32)
