@@ -84,6 +84,19 @@ def test_int8_quantisation_runs_and_stays_close(tiny, tmp_path):
     assert np.abs(a - b).max() * 64 < 8, "int8 points stay within a few pixels of fp32"
     assert q.stat().st_size < out.stat().st_size
 
+    # the stem and the first depthwise layer (1 channel per group) stay float: their weights are
+    # plain initialisers, every later convolution reads dequantised 8-bit weights
+    import onnx
+
+    g = onnx.load(str(q)).graph
+    inits = {t.name for t in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    float_w = [n.name for n in convs if n.input[1] in inits]
+    assert float_w[:2] == ex.leading_thin_convs(onnx.load(str(out)).graph)
+    assert "stem" in float_w[0] and "blocks.0" in float_w[1]
+    assert all("/heat" in n for n in float_w[2:]), float_w
+    assert len(convs) - len(float_w) > 10, "the rest is 8-bit"
+
 
 def test_tensorrt_absent_is_a_clear_message(tiny, tmp_path):
     pytest.importorskip("onnx")

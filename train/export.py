@@ -347,6 +347,7 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
         if (n.op_type == "Conv" and "/heat" in n.name) or tainted.intersection(n.input):
             keep_float.append(n.name)
             tainted.update(n.output)
+    keep_float += leading_thin_convs(graph)
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
@@ -358,6 +359,28 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
             nodes_to_exclude=keep_float,
         )
         os.replace(tmp, out)
+
+
+def leading_thin_convs(graph) -> list[str]:
+    """The convolutions a network starts with that read at most 3 channels per group (the stem on
+    the grey or colour picture, then a depthwise one), up to the first ordinary convolution on
+    each path. ONNX Runtime's 8-bit kernels run these at a fraction of their float speed (the
+    160 px net's stem and first depthwise layer: 0.89 ms in INT8, about 0.3 in float, measured
+    per node), and they hold few weights: in float, each INT8 read of `fast` and `accurate` is
+    10-16 % faster for the same points (val NME within 0.004)."""
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    thin, past = [], set()  # past: tensors downstream of an ordinary convolution
+    for n in graph.node:
+        downstream = bool(past.intersection(n.input))
+        if n.op_type == "Conv" and not downstream:
+            w = shapes.get(n.input[1]) if len(n.input) > 1 else None
+            if w is not None and len(w) == 4 and w[1] <= 3:
+                thin.append(n.name)
+                continue
+            downstream = True
+        if downstream:
+            past.update(n.output)
+    return thin
 
 
 def convert_fp16(onnx_path: Path, out: Path) -> None:
