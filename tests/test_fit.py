@@ -79,6 +79,20 @@ def test_fit_cli_and_eval_cli(tmp_path):
     assert '"mean_px"' in r.output
 
 
+@needs_imm
+def test_wing_axes_loss_trains_a_heatmap_net_and_refuses_a_regressor(tmp_path):
+    # the ambiguity-weighted loss reads the heatmaps the net made for the batch: it runs through
+    # the CLI on a heatmap net, and a regression net is refused with the option named
+    common = ["--data", str(IMM), "--epochs", "1", "--limit", "16", "--threads", "1", "--loss", "wing-axes"]
+    r = CliRunner().invoke(fkp_train, ["fit", "--task", "imm58-hm", "--out", str(tmp_path / "a"), *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["epochs_run"] == 1
+    assert json.loads((tmp_path / "a" / "task.json").read_text())["task"]["loss"] == "wing-axes"
+    r = CliRunner().invoke(fkp_train, ["fit", "--task", "nose", "--out", str(tmp_path / "b"), *common])
+    assert r.exit_code != 0 and "--loss wing-axes need a heatmap net" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
 def test_fit_cli_bad_data_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(fkp_train, ["fit", "--task", "ibug68", "--data", str(tmp_path / "empty"),

@@ -264,3 +264,48 @@ def test_losses_zero_when_nothing_labelled(name):
 def test_unknown_loss():
     with pytest.raises(ValueError):
         losses.get("huber")
+
+
+def _gaussian_logits(h, w, cx, cy, sx, sy, angle):
+    """Log of a Gaussian heatmap (1, 1, h, w) centred at cell (cx, cy), spreads sx along `angle`."""
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    c, s = math.cos(angle), math.sin(angle)
+    a = (xs - cx) * c + (ys - cy) * s
+    b = -(xs - cx) * s + (ys - cy) * c
+    return (-0.5 * ((a / sx) ** 2 + (b / sy) ** 2))[None, None].double()
+
+
+def test_heatmap_axes_find_the_long_axis_and_the_variance_ratio():
+    # drawn out 4:1 (spreads) along 30 degrees: the major axis at 30 degrees, variance ratio ~1/16
+    lg = _gaussian_logits(64, 64, 32, 32, 8.0, 2.0, math.radians(30))
+    u, k = losses.heatmap_axes(lg, floor=0.0)
+    assert abs(abs(float(u[0, 0] @ torch.tensor([math.cos(math.radians(30)), math.sin(math.radians(30))],
+                                                  dtype=u.dtype))) - 1) < 1e-4
+    assert k.item() == pytest.approx((4 + 0.25) / (64 + 0.25), rel=0.02)  # half a cell squared added
+    # a round peak: ratio 1; the floor holds
+    assert losses.heatmap_axes(_gaussian_logits(32, 32, 16, 16, 2.0, 2.0, 0.0))[1].item() == pytest.approx(1, abs=1e-3)
+    assert losses.heatmap_axes(lg, floor=0.25)[1].item() == 0.25
+
+
+def test_wing_axes_discounts_the_error_along_the_maps_long_axis_only():
+    lg = _gaussian_logits(32, 32, 16, 16, 6.0, 1.5, 0.0)  # drawn out along x
+    target = torch.tensor([[[0.5, 0.5]]], dtype=torch.float64)
+    mask = torch.tensor([[True]])
+    _, k = losses.heatmap_axes(lg, floor=0.1)
+    along = torch.tensor([[[0.6, 0.5]]], dtype=torch.float64)
+    across = torch.tensor([[[0.5, 0.6]]], dtype=torch.float64)
+    # along x: the wing of k * 0.1 (and 0 across); across: the plain wing of 0.1, as masked_wing
+    w, eps = 0.04, 0.008
+    c = w - w * math.log(1 + w / eps)
+    d = k.item() * 0.1
+    want = w * math.log1p(d / eps) if d < w else d - c
+    assert losses.masked_wing_axes(along, target, mask, lg, floor=0.1).item() == pytest.approx(want, rel=1e-6)
+    assert losses.masked_wing_axes(across, target, mask, lg, floor=0.1).item() == pytest.approx(
+        losses.masked_wing(across, target, mask).item(), rel=1e-6)
+    # no gradient reaches the heatmaps through the axes; the points get one
+    lg = lg.clone().requires_grad_(True)
+    p = along.clone().requires_grad_(True)
+    losses.masked_wing_axes(p, target, mask, lg).backward()
+    assert lg.grad is None and p.grad.abs().sum() > 0
+    # without heatmaps (validation) it is the plain wing loss
+    assert losses.masked_wing_axes(along, target, mask).item() == losses.masked_wing(along, target, mask).item()

@@ -46,12 +46,13 @@ def _user_errors(skip_bad_option: bool = False):
     from .calibrate import CalibrationError
     from .checkpoint import CheckpointError
     from .data import DataError, SkippableError
+    from .tasks import TaskError
 
     try:
         yield
     except SkippableError as e:
         raise Fail(f"{e} (or pass --skip-bad to skip bad {e.unit})" if skip_bad_option else str(e)) from None
-    except (DataError, CheckpointError, CalibrationError) as e:
+    except (DataError, CheckpointError, CalibrationError, TaskError) as e:
         raise Fail(str(e)) from None
 
 
@@ -86,7 +87,9 @@ def fit_options(f):
         click.option("--net", type=click.Choice(["nose", "imm", "kaggle", "resnet18", "mobile"])),
         click.option("--size", help="Input size WxH (or one number for a square)."),
         click.option("--channels", type=click.Choice(["1", "3"]), callback=lambda c, p, v: int(v) if v else None),
-        click.option("--loss", type=click.Choice(["mse", "l1", "wing"])),
+        click.option("--loss", type=click.Choice(["mse", "l1", "wing", "wing-axes"]),
+                     help="wing-axes: heatmap nets; the error along the direction each predicted "
+                          "heatmap is drawn out in (a contour) counts less."),
         click.option("--optimizer", type=click.Choice(["adam", "adamw"])),
         click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step", "plateau", "none"])),
         click.option("--crop-scale", type=float, help="Crop side / keypoint box side (crop mode)."),

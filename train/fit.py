@@ -28,7 +28,7 @@ from .augment import AugmentConfig
 from .datasets import KeypointDataset, load_split
 from .evaluate import evaluate
 from .nets import build_model, count_params
-from .tasks import Task
+from .tasks import Task, TaskError
 
 
 @dataclass
@@ -156,6 +156,9 @@ def setup(cfg: FitConfig) -> Run:
         persistent_workers=cfg.workers > 0,
     )
     model = build_model(task).to(device)
+    if (task.heatmap_weight or task.loss == "wing-axes") and not hasattr(model, "heat"):
+        raise TaskError(f"--heatmap-weight and --loss wing-axes need a heatmap net; the {task.net!r} "
+                         "net regresses points directly (use --net mobile)")
     if cfg.init:
         model.load_state_dict(checkpoint.load(cfg.init, map_location=device)["model"])
         if is_main():
@@ -230,7 +233,10 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         x = b["image"].to(device)
         pts, mask, present = b["points"].to(device), b["mask"].to(device), b["present"].to(device)
         pred, logit = model(x)
-        point_loss = run.loss_fn(pred, pts, mask)
+        if task.loss == "wing-axes":  # the error weighed along each heatmap's own axes
+            point_loss = run.loss_fn(pred, pts, mask, unwrap(model).heatmaps)
+        else:
+            point_loss = run.loss_fn(pred, pts, mask)
         if task.presence_weight:
             pres = torch.nn.functional.binary_cross_entropy_with_logits(logit, present)
             loss = point_loss + task.presence_weight * pres

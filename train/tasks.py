@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field, replace
 from fkp_live.schemas import IMM_NOSE_TIP
 
 
+class TaskError(ValueError):
+    """Task options that cannot train together (the message names them)."""
+
+
 @dataclass
 class Task:
     name: str
