@@ -29,10 +29,15 @@ def masked_wing(pred, target, mask, w: float = 0.04, eps: float = 0.008):
     Defaults are w = 5 px and eps = 1 px at a 128-pixel input: log-shaped for small errors, so
     the many nearly-right points keep pulling once the large errors are gone.
     """
-    d = torch.where(mask[..., None], pred - target, torch.zeros_like(pred)).abs()
+    d = torch.where(mask[..., None], pred - target, torch.zeros_like(pred))
+    return _masked_mean(_wing(d, w, eps).sum(-1), mask)
+
+
+def _wing(d, w: float, eps: float):
+    """The wing function of each error component: w ln(1 + |d|/eps) below w, |d| - C above."""
+    d = d.abs()
     c = w - w * math.log(1 + w / eps)
-    loss = torch.where(d < w, w * torch.log1p(d / eps), d - c)
-    return _masked_mean(loss.sum(-1), mask)
+    return torch.where(d < w, w * torch.log1p(d / eps), d - c)
 
 
 def heatmap_ce(logits, target, mask, sigma: float = 1.0):
@@ -94,10 +99,7 @@ def masked_wing_axes(pred, target, mask, heatmaps=None, floor: float = 0.25, w: 
     e = torch.where(mask[..., None], pred - target, torch.zeros_like(pred))
     along = (e * u).sum(-1) * k
     across = e[..., 1] * u[..., 0] - e[..., 0] * u[..., 1]
-    d = torch.stack([along, across], dim=-1).abs()
-    c = w - w * math.log(1 + w / eps)
-    loss = torch.where(d < w, w * torch.log1p(d / eps), d - c)
-    return _masked_mean(loss.sum(-1), mask)
+    return _masked_mean(_wing(torch.stack([along, across], dim=-1), w, eps).sum(-1), mask)
 
 
 LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing, "wing-axes": masked_wing_axes}
