@@ -156,7 +156,7 @@ def setup(cfg: FitConfig) -> Run:
         persistent_workers=cfg.workers > 0,
     )
     model = build_model(task).to(device)
-    if (task.heatmap_weight or task.loss == "wing-axes") and not hasattr(model, "heat"):
+    if (task.heatmap_weight or task.loss in losses.READS_HEATMAPS) and not hasattr(model, "heat"):
         raise TaskError(f"--heatmap-weight and --loss wing-axes need a heatmap net; the {task.net!r} "
                          "net regresses points directly (use --net mobile)")
     if cfg.init:
@@ -233,10 +233,8 @@ def train_one_epoch(run: Run, epoch: int) -> float:
         x = b["image"].to(device)
         pts, mask, present = b["points"].to(device), b["mask"].to(device), b["present"].to(device)
         pred, logit = model(x)
-        if task.loss == "wing-axes":  # the error weighed along each heatmap's own axes
-            point_loss = run.loss_fn(pred, pts, mask, unwrap(model).heatmaps)
-        else:
-            point_loss = run.loss_fn(pred, pts, mask)
+        maps = (unwrap(model).heatmaps,) if task.loss in losses.READS_HEATMAPS else ()
+        point_loss = run.loss_fn(pred, pts, mask, *maps)
         if task.presence_weight:
             pres = torch.nn.functional.binary_cross_entropy_with_logits(logit, present)
             loss = point_loss + task.presence_weight * pres

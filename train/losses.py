@@ -103,6 +103,8 @@ def masked_wing_axes(pred, target, mask, heatmaps=None, floor: float = 0.25, w: 
 
 
 LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing, "wing-axes": masked_wing_axes}
+# the losses that also read the batch's heatmap logits (a fourth argument, training only)
+READS_HEATMAPS = frozenset({"wing-axes"})
 
 
 def get(name: str):
