@@ -60,14 +60,17 @@ def test_video_to_mp4_csv_jsonl(tmp_path, model_path, face_video):
         assert sum(1 for _ in ct.decode(video=0)) == 12
 
 
-@pytest.mark.parametrize("preset,crf,marks", [("superfast", 20, (b"crf=20.0", b"subme=1")),
-                                               ("veryfast", 27, (b"crf=27.0", b"subme=2"))])
+@pytest.mark.parametrize("preset,crf,marks", [
+    ("realtime", 20, (b"crf=20.0", b"cabac=1", b"deblock=1:0:0", b"subme=1", b"bframes=3", b"8x8dct=0")),
+    ("superfast", 20, (b"crf=20.0", b"subme=1", b"8x8dct=1")),
+    ("veryfast", 27, (b"crf=27.0", b"subme=2"))])
 def test_mp4_preset_and_crf_reach_the_encoder(tmp_path, preset, crf, marks):
-    """x264 writes its settings into the stream: the preset (its subme) and the CRF asked for.
-    The default is superfast (the README's speed figures)."""
+    """x264 writes its settings into the stream: the preset (its subme, CABAC, B-frames) and the
+    CRF asked for. The default is realtime, x264's ultrafast with CABAC, deblocking, 3 B-frames and
+    subme 1 (the README's speed figures)."""
     out = tmp_path / "o.mp4"
     args = ["--demo", "--demo-frames", "8", "--no-display", "-o", out]
-    if preset != "superfast":
+    if preset != "realtime":
         args += ["--mp4-preset", preset]
     if crf != 20:
         args += ["--mp4-crf", crf]

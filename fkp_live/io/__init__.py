@@ -1,11 +1,15 @@
 """Sources (frames in) and sinks (results out)."""
 
-# x264 presets offered by --mp4-preset, fastest first
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
-# Measured with d3-like talking heads, MP4 + CSV written beside tracking on 2 cores (README, Speed):
-# 512x512 205 fps at veryfast, 306 at superfast (1.7x the file size), 327 at ultrafast (2.7x);
-# 1920x1080 47, 64 and 86 fps. superfast is the fastest preset whose files stay reasonable.
-DEFAULT_PRESET = "superfast"
+# x264 presets offered by --mp4-preset, fastest first. "realtime" is ours: x264's ultrafast with
+# back what buys compression cheaply (CABAC, the deblocking filter, 3 B-frames, half-pixel motion
+# search: subme 1). CPU ms per frame / file MB / PSNR of Y (dB), one encoder as the sink runs it, CRF
+# 20, the bench clips (`python scripts/encoder_sweep.py CLIP`; README, Speed): 512x512 1.97 / 1.69 /
+# 47.1 against superfast's 3.08 / 1.83 / 46.8; 1280x720 5.9 / 2.83 / 49.7 against 8.8 / 3.22 / 50.4;
+# 1920x1080 11.4 / 2.70 / 50.5 against 18.2 / 3.66 / 51.0: a third to two fifths less encoding for
+# files no larger, so it is the default.
+PRESETS = ("ultrafast", "realtime", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+DEFAULT_PRESET = "realtime"
+X264_OPTIONS = {"realtime": {"preset": "ultrafast", "x264-params": "cabac=1:deblock=0,0:bframes=3:subme=1"}}
 SMALL_FRAME = 500_000  # pixels: up to this, x264 gets one thread (306 against 276-296 fps at 512x512)
 # pixels: up to this (1280x720), the decoder gets one thread; beside the model's one thread that
 # fills two cores, where FFmpeg's frame threads only added hand-over (s18.mp4, 720p, CSV: whole

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import DEFAULT_PRESET, SMALL_FRAME, Closing
+from . import DEFAULT_PRESET, SMALL_FRAME, X264_OPTIONS, Closing
 
 log = logging.getLogger("fkp_live")
 
@@ -208,7 +208,7 @@ class Mp4Sink(Sink):
         except (av.error.FFmpegError, OSError) as e:
             raise SinkError(f"cannot write {what} {self._stage.tmp}: {getattr(e, 'strerror', None) or e}; "
                             "choose a writable path") from None
-        self._opts = {"crf": str(crf), "preset": preset}
+        self._opts = {"crf": str(crf), **X264_OPTIONS.get(preset, {"preset": preset})}
         # x264's threads; None: one for small frames, where its own choice (about 1.5 per core)
         # fights the model for the CPU, and x264's choice for large ones (measured, see DEFAULT_PRESET)
         self._threads = threads
