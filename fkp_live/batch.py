@@ -230,7 +230,8 @@ def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], No
                 if res.frames % 10 == 0:
                     progress(10)
 
-            res = run(src, tracker, sinks, overlay=Overlay(tracker.schema, parse_layers(opts.draw)),
+            overlay = Overlay(tracker.schema, parse_layers(opts.draw), copy=bool(opts.crops))
+            res = run(src, tracker, sinks, overlay=overlay,
                       max_frames=opts.max_frames, stop=stop, progress=every_ten if progress else None)
         if progress is not None and res.frames % 10:
             progress(res.frames % 10)

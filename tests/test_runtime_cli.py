@@ -216,6 +216,37 @@ def test_crops_map_to_csv_rows(tmp_path, model_path):
         assert cv2.imread(str(crops / name)).shape == (64, 64, 3)
 
 
+def test_crops_stay_undrawn_beside_the_annotated_video(tmp_path, model_path):
+    """The overlay draws on the frame's own picture only when no output reads it undrawn: with
+    --crops, the crops written beside -o are the same as without it."""
+    outs = {}
+    for name, extra in (("plain", []), ("drawn", ["-o", tmp_path / "o.mp4", "--draw", "all"])):
+        crops = tmp_path / name
+        code, out = invoke("--demo", "--demo-frames", 4, "--model", model_path, "--detector", "haar",
+                           "--crops", crops, "--crop-size", 96, "--no-display", *extra)
+        assert code == 0, out
+        outs[name] = {p.name: cv2.imread(str(p)) for p in sorted(crops.iterdir())}
+    assert outs["plain"].keys() == outs["drawn"].keys() and len(outs["plain"]) == 4
+    for k, img in outs["plain"].items():
+        assert np.array_equal(img, outs["drawn"][k]), k
+
+
+def test_overlay_draws_on_a_copy_or_in_place(model_path):
+    from fkp_live.frame import Frame
+    from fkp_live.render.draw import Overlay
+    from fkp_live.schemas import IBUG68
+    from fkp_live.track.tracker import Face
+
+    pts = np.stack([np.linspace(20, 100, 68), np.linspace(30, 90, 68)], 1)
+    faces = [Face(0, (20, 30, 100, 90), pts, pts, 1.0, None)]
+    for copy in (True, False):
+        frame = Frame(0, 0.0, np.zeros((120, 160, 3), np.uint8))
+        shown = Overlay(IBUG68, ("points",), copy=copy)(frame, faces)
+        assert shown.image.any()  # the points were drawn
+        assert (shown.image is frame.image) is (not copy)
+        assert bool(frame.image.any()) is (not copy)  # a copy leaves the frame's own picture as it was
+
+
 def test_unreadable_image_in_folder_is_skipped_and_reported(tmp_path, model_path):
     from fkp_live.io.sources import DemoSource
 

@@ -99,11 +99,15 @@ def _draw_pose(image: np.ndarray, analysis, th: int) -> None:
 
 
 class Overlay:
-    """Draws `layers` for every frame on a copy of it; keeps its own frame-rate estimate for 'fps'."""
+    """Draws `layers` for every frame on a copy of it; keeps its own frame-rate estimate for 'fps'.
 
-    def __init__(self, schema: Schema, layers=DEFAULT_LAYERS):
+    copy=False draws on the frame's own picture, for a caller whose source makes a new picture for
+    every frame and whose other outputs do not read the undrawn one (a 1920x1080 copy is 0.5-1 ms)."""
+
+    def __init__(self, schema: Schema, layers=DEFAULT_LAYERS, copy: bool = True):
         self.schema = schema
         self.layers = frozenset(layers)
+        self.copy = copy
         self._fps: float | None = None
         self._last: float | None = None
 
@@ -113,6 +117,9 @@ class Overlay:
             dt = max(now - self._last, 1e-6)
             self._fps = 1.0 / dt if self._fps is None else 0.9 * self._fps + 0.1 / dt
         self._last = now
+        if not self.copy:
+            draw(frame.image, faces, self.schema, self.layers, self._fps)
+            return frame
         image = frame.image.copy()
         draw(image, faces, self.schema, self.layers, self._fps)
         return frame.with_image(image)
