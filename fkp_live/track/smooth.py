@@ -13,7 +13,11 @@ that changes from frame to frame would itself inject motion.)
 
 A still face gets heavy smoothing; when a face moves faster than the filter predicts (normalised
 innovation above `gate`), the shared covariance is inflated for that frame so the gain rises and the
-output does not trail the face; a jump of more than `jump` face scales resets the filter.
+output does not trail the face; a jump of more than `jump` face scales resets the filter. The mean
+innovation is normalised by what it holds on a still face: the prediction's uncertainty, the
+points' own noise averaged over the points, and the noise they share (a model's errors partly move
+every point together), measured on the frames the gate passes and capped at `shared_cap` times the
+averaged noise, so that motion cannot teach the gate to ignore motion.
 """
 from __future__ import annotations
 
@@ -22,12 +26,10 @@ import math
 import numpy as np
 
 
-# Measured with the shipped models on the demo face (`fkp-live bench`): a still face with
-# camera-like pixel noise gets 5.1x less jitter at strength 3, 5.9x at 4 (4.9x at 5, where the
-# noise estimate starts to lag) with session 1's ibug68; 6.1x at 4 with today's default (ibug68.int8)
-# and about 8x with ibug68-accurate; a moving one no measurable lag (< 0.2 frame) at any of them.
-# The model's errors move all points together, which the filter reads partly as motion, so it
-# needs more smoothing than incoherent synthetic noise does.
+# Measured with the shipped models on the demo face over 600 frames (`_demo_smoothing` in
+# fkp_live.bench, session 8): a still face with camera-like pixel noise gets 10.6x less jitter with
+# `fast` and 12.5x with `accurate`; a moving one lags 0.15 and 0.05 frames. (Sessions 1-7: 3.2-6x,
+# when the gate still read the points' shared noise as motion.)
 DEFAULT_STRENGTH = 4.0
 
 
@@ -55,8 +57,8 @@ class KeypointSmoother:
         True
     """
 
-    def __init__(self, strength: float = 1.0, noise: float = 0.02, gate: float = 4.0, jump: float = 0.5,
-                 adapt: float = 0.05):
+    def __init__(self, strength: float = 1.0, noise: float = 0.02, gate: float = 1.0, jump: float = 0.5,
+                 adapt: float = 0.05, shared_cap: float = 2.0):
         if not strength >= 0:  # also NaN
             raise ValueError(f"smoothing strength must be >= 0, not {strength}")
         self.strength = float(strength)
@@ -64,6 +66,7 @@ class KeypointSmoother:
         self.gate = float(gate)
         self.jump = float(jump)
         self.adapt = float(adapt)
+        self.shared_cap = float(shared_cap)
         # the per-frame predict/update of the shared 2x2 covariance is a handful of float
         # operations below, the same equations as filterpy's KalmanFilter (Joseph form); importing
         # filterpy (and SciPy under it) would cost a second on the first frame
@@ -75,6 +78,7 @@ class KeypointSmoother:
     def reset(self) -> None:
         self._state = None
         self._noise_var = self.noise0 ** 2
+        self._shared_var = self.noise0 ** 2
         self._p = (self._noise_var, 0.0, self._noise_var)  # P00, P01 (= P10), P11
 
     @property
@@ -109,11 +113,20 @@ class KeypointSmoother:
             r = float(spread @ spread) / (2 * (n - 1)) - p00  # unbiased variance per coordinate
             r = min(max(r, 1e-8), 4 * self._noise_var + 1e-6)
             self._noise_var += self.adapt * (r - self._noise_var)
-            nu = float(np.hypot(mean[0], mean[1])) / math.sqrt((p00 + self._noise_var) / n)
+            # A model's errors also move all points together (a still face's crop shifts by a hair
+            # and every point follows): that shared noise is measured from the mean innovation on
+            # the frames the gate passes, and the gate counts it
+            shared = p00 + self._shared_var + self._noise_var / n
+            m2 = float(mean @ mean) * 0.5
+            nu = math.sqrt(m2 / shared)
             if nu > self.gate:
                 # moving faster than predicted: widen the shared uncertainty so the face is followed
                 f = (nu / self.gate) ** 2
                 p00, p01, p11 = p00 * f, p01 * f, p11 * f
+            else:
+                rc = min(max(m2 - p00 - self._noise_var / n, 1e-8), 4 * self._shared_var + 1e-6)
+                shared_var = self._shared_var + self.adapt * (rc - self._shared_var)
+                self._shared_var = min(shared_var, self.shared_cap * self._noise_var / n)
         r = self._noise_var
         sv = p00 + r
         k0, k1 = p00 / sv, p01 / sv
@@ -128,10 +141,10 @@ class KeypointSmoother:
         return x0.reshape(-1, 2).astype(np.float32)
 
     def _restart(self, z: np.ndarray) -> np.ndarray:
-        noise = self._noise_var
+        noise, shared = self._noise_var, self._shared_var
         self.reset()
         if noise != self.noise0 ** 2:
-            self._noise_var = noise  # keep the measured noise level across a reset
+            self._noise_var, self._shared_var = noise, shared  # keep the measured noise across a reset
         self._state = np.vstack([z, np.zeros_like(z)])
         return z.reshape(-1, 2).astype(np.float32)
 
