@@ -480,12 +480,38 @@ def test_shift_averaging_moves_each_reading_back_by_its_shift(tiny, tmp_path):
     one.moves = torch.zeros(1, 2)
     got = one(torch.tensor(crops.transpose(0, 3, 1, 2), dtype=torch.float32))[0][0, 0].numpy()
     assert np.abs(got - results["plain"] - 5 / 64).max() < 1e-3  # ... but each view is 5 px off
+    # the crossed reading (X): the crop moved by +5 px and its mirror image made from the crop
+    # moved by -5 px; a centre of mass is mirror-symmetric, so it too must read where the plain net does
+    crossed = ex.FlipAverage(CentreOfMass(), np.arange(68), 64, offset=5)
+    ex.export_onnx(crossed, task, tmp_path / "crossed.onnx")
+    ex.make_card(task, "crossed").save(tmp_path / "crossed.json")
+    lm = Landmarker(tmp_path / "crossed.onnx", device="cpu")
+    np.testing.assert_allclose(lm.run(lm.normalise(crops))[0][0, 0], results["plain"], atol=1e-4)
+    x = torch.tensor(crops.transpose(0, 3, 1, 2), dtype=torch.float32)
+    with torch.no_grad():
+        views = torch.cat([x, torch.flip(x, dims=[3])])
+        moved = torch.nn.functional.pad(x, (5, 5, 5, 5), mode="replicate")
+        seen = []  # what the wrapped net is shown: the views moved +5 and (mirrored) -5 px
+        class Spy(CentreOfMass):
+            def forward(self, v):
+                seen.append(v)
+                return super().forward(v)
+        ex.FlipAverage(Spy(), np.arange(68), 64, offset=5)(x)
+    assert torch.equal(seen[0][:1], moved[:, :, :64, :64]) and torch.equal(seen[0][1:], torch.flip(moved[:, :, 10:74, 10:74], dims=[3]))
+    assert not torch.equal(seen[0], views)
+    with pytest.raises(ex.ExportError, match="crossed reading"):
+        ex.FlipAverage(CentreOfMass(), np.arange(68), 64, offset=16)
     # the CLI: flip and shift averaging together, recorded in the card; 0 and too large refused
     r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "fs.onnx"),
                                        "--flip-average", "--shift-average", "3"])
     assert r.exit_code == 0, r.output
     desc = json.loads((tmp_path / "fs.json").read_text())["description"]
     assert "mirror image" in desc and "+-3 px" in desc
+    r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x2.onnx"),
+                                       "--readings", "X", "--shift-average", "2"])
+    assert r.exit_code == 0, r.output
+    desc = json.loads((tmp_path / "x2.json").read_text())["description"]
+    assert "moved by +2 px on the diagonal and with the mirror image of it moved by -2 px" in desc
     r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--out", str(tmp_path / "x.onnx"),
                                        "--shift-average", "20"])
     assert r.exit_code != 0 and "shift average" in r.output and not (tmp_path / "x.onnx").exists()
@@ -517,8 +543,8 @@ def test_readings_choose_what_each_net_reads_weighted_by_their_readings(tiny, tm
         got[name] = lm.run(lm.normalise(crops))[0]
     assert np.abs(got["aF"] - got["b"]).max() * 64 > 0.05
     np.testing.assert_allclose(got["mix"], (2 * got["aF"] + got["b"]) / 3, atol=2e-5)
-    for args, words in ((["--readings", "F"], "1 given for 2 nets"), (["--readings", "F,X"], "unknown reading 'X'"),
-                        (["--readings", "S,P"], "--shift-average"),
+    for args, words in ((["--readings", "F"], "1 given for 2 nets"), (["--readings", "F,Q"], "unknown reading 'Q'"),
+                        (["--readings", "S,P"], "--shift-average"), (["--readings", "X,P"], "--shift-average"),
                         (["--readings", "F,P", "--flip-average"], "leave out --flip-average")):
         r = CliRunner().invoke(fkp_train, ["export", str(d / "best.pt"), "--ensemble", str(b / "best.pt"),
                                            "--out", str(tmp_path / "bad.onnx"), *args])

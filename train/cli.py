@@ -204,7 +204,8 @@ def mirror_offset_command(checkpoint, data, split, every):
                    "readings, inside the graph (2x the work; with --flip-average, 4x). 0: off.")
 @click.option("--readings", metavar="UNITS", default=None,
               help="What each net reads, one per net in order (the checkpoint, then each --ensemble): P "
-                   "plain, F with its mirror image, S shifted by +-PIXELS of --shift-average, FS both; "
+                   "plain, F with its mirror image, S shifted by +-PIXELS of --shift-average, FS both, "
+                   "X with its mirror image, the crop moved by +PIXELS and the mirror by -PIXELS (F's cost); "
                    "e.g. F,P. The nets are weighted by their readings (scripts/tta_sweep.py's mixes).")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
                    flip_average, ensemble, shift_average, readings):

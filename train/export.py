@@ -60,9 +60,15 @@ class FlipAverage(nn.Module):
     Twice the work per face for a lower error."""
 
     def __init__(self, model: nn.Module, mirror: np.ndarray, width: int, flip_shift: float = 0.0,
-                 ocular: tuple | None = None):
+                 ocular: tuple | None = None, offset: int = 0):
         super().__init__()
         self.model = model
+        # offset d (the X reading): the crop read moved by (+d, +d) pixels and the mirror made from
+        # it moved by (-d, -d), each reading moved back: the mirror's cost, with a shift's variety
+        if offset and not 1 <= int(offset) < width // 4:
+            raise ExportError(f"crossed reading: {offset} pixels must be from 1 to {width // 4 - 1} at {width}px input")
+        self.offset = int(offset)
+        self.width = int(width)
         self.register_buffer("mirror", torch.as_tensor(np.asarray(mirror), dtype=torch.long), persistent=False)
         # points are pixel / width with integer pixel centres, so column j mirrors to width-1-j
         self.x_mirror = (width - 1) / width
@@ -75,7 +81,13 @@ class FlipAverage(nn.Module):
 
     def forward(self, image):
         b = image.shape[0]
-        pts, logit = self.model(torch.cat([image, torch.flip(image, dims=[3])], dim=0))
+        if self.offset:
+            d, s = self.offset, self.width
+            padded = nn.functional.pad(image, (d, d, d, d), mode="replicate")
+            plain, other = padded[:, :, :s, :s], padded[:, :, 2 * d:2 * d + s, 2 * d:2 * d + s]
+        else:
+            plain = other = image
+        pts, logit = self.model(torch.cat([plain, torch.flip(other, dims=[3])], dim=0))
         back = pts[b:][:, self.mirror]
         x = self.x_mirror - back[..., 0]
         if self.flip_shift:
@@ -83,6 +95,8 @@ class FlipAverage(nn.Module):
             iod = torch.sqrt(((right - left) ** 2).sum(dim=-1, keepdim=True))
             x = x + 2.0 * self.flip_shift * iod
         back = torch.stack([x, back[..., 1]], dim=-1)
+        # with an offset, the plain reading sits d/width right of and below the crop's and the
+        # mirrored one as far left and above: the two moves cancel in the mean
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
@@ -133,7 +147,7 @@ class Ensemble(nn.Module):
 
 
 # --readings: what each net of an export reads, and how many readings that is
-READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4}
+READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4, "X": 2}
 
 
 def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
@@ -143,12 +157,13 @@ def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
     bad = [u for u in units if u not in READINGS]
     if bad:
         raise ExportError(f"--readings: unknown reading {bad[0]!r}; use P (plain), F (with the mirror "
-                          "image), S (shifted +-D px) or FS (both), one per net, e.g. F,P")
+                          "image), S (shifted +-D px), FS (both) or X (with the mirror image, the two "
+                          "moved +D and -D px), one per net, e.g. F,P")
     if len(units) != nets:
         raise ExportError(f"--readings: {len(units)} given for {nets} net{'s' * (nets != 1)} "
                           "(the checkpoint and each --ensemble); give one per net")
-    if any("S" in u for u in units) and not shift:
-        raise ExportError("--readings: S and FS read the crop shifted; give the shift with --shift-average D")
+    if any("S" in u or u == "X" for u in units) and not shift:
+        raise ExportError("--readings: S, FS and X read the crop shifted; give the shift with --shift-average D")
     return units
 
 
@@ -161,9 +176,10 @@ def read_as(model: nn.Module, unit: str, task: Task, size: int, shift: int) -> n
     """One net wrapped to read each crop as `unit` says (P, F, S or FS) at crop size `size`."""
     from fkp_live import schemas
 
-    if "F" in unit:
+    if "F" in unit or unit == "X":
         sch = schemas.get(task.schema)
-        model = FlipAverage(model, sch.mirror_array(), size, flip_shift_of(task), sch.ocular)
+        model = FlipAverage(model, sch.mirror_array(), size, flip_shift_of(task), sch.ocular,
+                            offset=shift if unit == "X" else 0)
     if "S" in unit:
         model = ShiftAverage(model, shift, size)
     return model.eval()
@@ -255,7 +271,9 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
              f"loss; task preset {task.name!r} ({task.mode} mode)"]
     if readings:  # what each net reads
         words = {"P": "plain", "F": "with its mirror image", "S": f"moved by +-{shift_average} px on the diagonal",
-                 "FS": f"with its mirror image, each moved by +-{shift_average} px on the diagonal"}
+                 "FS": f"with its mirror image, each moved by +-{shift_average} px on the diagonal",
+                 "X": f"moved by +{shift_average} px on the diagonal and with the mirror image of it "
+                      f"moved by -{shift_average} px"}
         if len(readings) == 1:
             parts.append(f"each crop read {words[readings[0]]}, inside the graph")
         else:
@@ -542,7 +560,8 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     at another input size reads the first one's crop resized (`Resized`). `shift_average`
     d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work).
     `readings` ("F,P"): what each net reads instead (P plain, F and its mirror, S shifted by
-    +-`shift_average`, FS both), the nets weighted by their readings. `tensorrt`: also NAME.engine, built last (raises
+    +-`shift_average`, FS both, X the crop moved by +`shift_average` and its mirror by -), the
+    nets weighted by their readings. `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
