@@ -3,10 +3,10 @@
 # x264 presets offered by --mp4-preset, fastest first. "realtime" is ours: x264's ultrafast with
 # back what buys compression cheaply (CABAC, the deblocking filter, 3 B-frames, half-pixel motion
 # search: subme 1). CPU ms per frame / file MB / PSNR of Y (dB), one encoder as the sink runs it, CRF
-# 20, the bench clips (`python scripts/encoder_sweep.py CLIP`; README, Speed): 512x512 1.97 / 1.69 /
-# 47.1 against superfast's 3.08 / 1.83 / 46.8; 1280x720 5.9 / 2.83 / 49.7 against 8.8 / 3.22 / 50.4;
-# 1920x1080 11.4 / 2.70 / 50.5 against 18.2 / 3.66 / 51.0: a third to two fifths less encoding for
-# files no larger, so it is the default.
+# 20, the bench clips (`python scripts/encoder_sweep.py CLIP`; README, Speed): 512x512 1.98 / 1.69 /
+# 46.9 against superfast's 2.76 / 1.83 / 46.7; 1280x720 6.1 / 2.83 / 49.3 against 8.9 / 3.22 / 49.7;
+# 1920x1080 12.8 / 2.70 / 50.2 against 18.2 / 3.66 / 50.7: 28-31 % less encoding for smaller files,
+# so it is the default (ultrafast itself: 1.19 / 3.65, 5.2 / 8.44, 10.1 / 6.69).
 PRESETS = ("ultrafast", "realtime", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 DEFAULT_PRESET = "realtime"
 X264_OPTIONS = {"realtime": {"preset": "ultrafast", "x264-params": "cabac=1:deblock=0,0:bframes=3:subme=1"}}
