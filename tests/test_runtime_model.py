@@ -76,7 +76,8 @@ def test_smoothing_with_the_real_model_still_and_moving():
     """The shipped model on the demo face: with camera-like pixel noise, the default smoothing cuts
     jitter on a still face at least 6x over 600 frames, and lags a moving face by at most one frame.
 
-    Measured (session 8): 10.6x with `fast`, 12.5x with `accurate`; lag 0.15 and 0.05 frames.
+    Measured with session 8's models: 10.1x with `fast`, 11.3x with `accurate`; lag 0.05 and 0.15
+    frames.
     Before the smoother measured the noise all points share, its motion gate opened on a third
     of the still frames (3.2-3.3x, with rare 0.4 px steps of the smoothed points)."""
     from fkp_live.bench import _demo_smoothing

@@ -1,0 +1,48 @@
+"""Several ONNX files timed against each other in one process, interleaved, so that a shared host's
+drifting speed falls on all of them alike: one ONNX Runtime thread, batch 1, random input, rounds
+of 100 reads per file (after 5 thrown away), the median of the rounds' means printed per file.
+
+    python scripts/onnx_timing.py A.onnx B.onnx [...] [--rounds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(path: str) -> ort.InferenceSession:
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = o.inter_op_num_threads = 1
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--rounds", type=int, default=15)
+    a = ap.parse_args()
+    runs = []
+    for p in a.models:
+        s = session(p)
+        i = s.get_inputs()[0]
+        shape = [1 if isinstance(d, str) or d is None else d for d in i.shape]
+        runs.append((p, s, {i.name: np.random.default_rng(0).random(shape).astype(np.float32)}))
+    times: dict[str, list[float]] = {p: [] for p, _, _ in runs}
+    for _ in range(a.rounds):
+        for p, s, feed in runs:
+            for _ in range(5):
+                s.run(None, feed)
+            t = time.perf_counter()
+            for _ in range(100):
+                s.run(None, feed)
+            times[p].append((time.perf_counter() - t) * 10.0)  # ms per read
+    for p, t in times.items():
+        print(f"{np.median(t):7.3f} ms  {p}")
+
+
+if __name__ == "__main__":
+    main()
