@@ -1,8 +1,8 @@
 """Sources (frames in) and sinks (results out)."""
 
 # x264 presets offered by --mp4-preset, fastest first. "realtime" is ours: x264's ultrafast with
-# back what buys compression cheaply (CABAC, the deblocking filter, 3 B-frames, half-pixel motion
-# search: subme 1). CPU ms per frame / file MB / PSNR of Y (dB), one encoder as the sink runs it, CRF
+# what buys compression cheaply put back (CABAC, the deblocking filter, 3 B-frames, half-pixel
+# motion search: subme 1). CPU ms per frame / file MB / PSNR of Y (dB), one encoder as the sink runs it, CRF
 # 20, the bench clips (`python scripts/encoder_sweep.py CLIP`; README, Speed): 512x512 1.98 / 1.69 /
 # 46.9 against superfast's 2.76 / 1.83 / 46.7; 1280x720 6.1 / 2.83 / 49.3 against 8.9 / 3.22 / 49.7;
 # 1920x1080 12.8 / 2.70 / 50.2 against 18.2 / 3.66 / 50.7: 28-31 % less encoding for smaller files,
