@@ -158,7 +158,7 @@ def _device_line(tracker) -> str:
 @click.option("--mp4-preset", type=click.Choice(PRESETS), default=DEFAULT_PRESET, show_default=True,
               help="x264 speed/size trade-off for --output and --mp4: realtime (x264's ultrafast with CABAC, "
                    "deblocking, B-frames and half-pixel motion search) encodes in about 30 % less time than "
-                   "superfast for files no larger; veryfast and slower make smaller files, slower.")
+                   "superfast for files about as large; veryfast and slower make smaller files, slower.")
 @click.option("--mp4-crf", type=click.IntRange(0, 51), default=20, show_default=True, metavar="CRF",
               help="x264 quality for --output and --mp4: lower is better and larger (18-28 is usual).")
 @click.option("--draw", "draw_layers", metavar="LAYERS", default="points,contours,ids", show_default=True,
