@@ -204,7 +204,7 @@ def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], No
     Returns the manifest row (status 'done', 'failed' or 'interrupted')."""
     import contextlib
 
-    from .engine import run
+    from .engine import reads_pixels, run
     from .io.sinks import CropSink, CsvSink, Mp4Sink
     from .io.sources import VideoSource
     from .render.draw import Overlay, parse_layers
@@ -230,7 +230,7 @@ def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], No
                 if res.frames % 10 == 0:
                     progress(10)
 
-            overlay = Overlay(tracker.schema, parse_layers(opts.draw), copy=bool(opts.crops))
+            overlay = Overlay(tracker.schema, parse_layers(opts.draw), copy=reads_pixels(sinks))
             res = run(src, tracker, sinks, overlay=overlay,
                       max_frames=opts.max_frames, stop=stop, progress=every_ten if progress else None)
         if progress is not None and res.frames % 10:
@@ -275,10 +275,13 @@ def _set_parent_death_signal() -> None:
 
 
 def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
+    from .engine import one_opencv_thread
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _set_parent_death_signal()
     if os.getppid() != parent:
         return
+    one_opencv_thread()  # a spawned process: the parent's setting does not carry over
     try:
         tracker = make_tracker(opts)
     except Exception as e:

@@ -308,13 +308,9 @@ def _analysing(tracker, kinds, layers, o: dict, shown: bool = True):
 
 
 def _run(o: dict) -> int:
-    import cv2
+    from .engine import one_opencv_thread, reads_pixels, run as run_frames
 
-    # The run engine overlaps the stages in its own threads; OpenCV's pool, which spins while it
-    # waits for work, only took CPU from them (512x512 MP4 + CSV, four alternating pairs: 9.2-10.7
-    # against 10.5-12.0 CPU s; README, Speed)
-    cv2.setNumThreads(1)
-    from .engine import run as run_frames
+    one_opencv_thread()
     from .io.sinks import CropSink, CsvSink, JsonlSink, Mp4Sink, WindowSink, check_output_path, is_special
     from .io.sources import open_source
     from .render.draw import Overlay
@@ -425,7 +421,7 @@ def _run(o: dict) -> int:
                     log.debug("face %d lost in %s: %s", fid, where, detail)
 
         # every source here makes a new picture per frame: draw on it unless an output reads it undrawn
-        overlay = Overlay(tracker.schema, layers, copy=any(getattr(s, "pixels", False) for s in sinks))
+        overlay = Overlay(tracker.schema, layers, copy=reads_pixels(sinks))
         if o["morph_to"]:
             overlay = _morph_overlay(o, tracker, overlay if layers else None)
         stopped()

@@ -132,6 +132,22 @@ class _Writer:
             raise self._error
 
 
+def reads_pixels(sinks) -> bool:
+    """Whether any of `sinks` reads the frame's own (undrawn) picture (`pixels = True`, --crops):
+    the source must then make every frame's picture, and an overlay must draw on a copy."""
+    return any(getattr(s, "pixels", False) for s in sinks)
+
+
+def one_opencv_thread() -> None:
+    """For a process that runs the engine: OpenCV's own thread pool off. The engine overlaps the
+    stages in its own threads; OpenCV's pool, which spins while it waits for work, only took CPU
+    from them (512x512 MP4 + CSV, four alternating pairs: 9.2-10.7 against 10.5-12.0 CPU s;
+    README, Speed). Not done by `run()` itself: it would change OpenCV for the caller's own code."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None, still: bool | None = None,
         max_frames: int | None = None, stop: StopFlag | None = None,
         progress: Callable | None = None, on_events: Callable | None = None,
@@ -156,7 +172,7 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
     if hasattr(source, "lazy_bgr"):
         # nothing downstream looks at the pixels but the tracker (which reads grey crops from the
         # video's Y plane and converts only the frames it detects faces in): skip the conversion
-        source.lazy_bgr = not pictures and not any(getattr(s, "pixels", False) for s in sinks)
+        source.lazy_bgr = not pictures and not reads_pixels(sinks)
     prefetch = threads and getattr(source, "prefetch", False)
     ahead = getattr(tracker, "read_ahead", None)  # work that does not depend on what is tracked
     # done in the reading thread when there is one (its seconds added to their stages at the end),

@@ -205,3 +205,19 @@ def test_crops_from_the_grey_picture_match_crops_converted_after_cutting(any_mod
     assert np.abs(ahead - plain).max() <= step * 1.01
     assert np.abs(ahead - plain).mean() < step * 0.5
     tr.close()
+
+
+def test_reads_pixels_and_one_opencv_thread(tmp_path):
+    """The two facts the CLI and the batch worker take from the engine: whether an output reads
+    the undrawn picture (--crops), and OpenCV's pool off in a process that runs the engine."""
+    import subprocess
+    import sys
+
+    from fkp_live.engine import reads_pixels
+    from fkp_live.io.sinks import CropSink, CsvSink
+    from fkp_live.schemas import IBUG68
+
+    with CsvSink(tmp_path / "a.csv", 68) as csv_sink, CropSink(tmp_path / "crops", IBUG68) as crops:
+        assert not reads_pixels([csv_sink]) and reads_pixels([csv_sink, crops])
+    code = "import cv2; from fkp_live.engine import one_opencv_thread; one_opencv_thread(); print(cv2.getNumThreads())"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["1"]

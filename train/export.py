@@ -65,9 +65,7 @@ class FlipAverage(nn.Module):
         self.model = model
         # offset d (the X reading): the crop read moved by (+d, +d) pixels and the mirror made from
         # it moved by (-d, -d), each reading moved back: the mirror's cost, with a shift's variety
-        if offset and not 1 <= int(offset) < width // 4:
-            raise ExportError(f"crossed reading: {offset} pixels must be from 1 to {width // 4 - 1} at {width}px input")
-        self.offset = int(offset)
+        self.offset = check_shift(offset, width, "crossed reading") if offset else 0
         self.width = int(width)
         self.register_buffer("mirror", torch.as_tensor(np.asarray(mirror), dtype=torch.long), persistent=False)
         # points are pixel / width with integer pixel centres, so column j mirrors to width-1-j
@@ -100,6 +98,13 @@ class FlipAverage(nn.Module):
         return (pts[:b] + back) * 0.5, (logit[:b] + logit[b:]) * 0.5
 
 
+def check_shift(pixels, size: int, what: str) -> int:
+    """A reading's shift in pixels, checked against the input size (at most a quarter of it)."""
+    if not 1 <= int(pixels) < size // 4:
+        raise ExportError(f"{what}: {pixels} pixels must be from 1 to {size // 4 - 1} at {size}px input")
+    return int(pixels)
+
+
 class ShiftAverage(nn.Module):
     """Test-time shift averaging inside the graph: the crop is read twice, moved by (+d, +d) and
     by (-d, -d) pixels (the border repeated into the gap), and the two readings, moved back, are
@@ -108,10 +113,8 @@ class ShiftAverage(nn.Module):
 
     def __init__(self, model: nn.Module, pixels: int, size: int):
         super().__init__()
-        if not 1 <= int(pixels) < size // 4:
-            raise ExportError(f"shift average: {pixels} pixels must be from 1 to {size // 4 - 1} at {size}px input")
         self.model = model
-        self.pad = int(pixels)
+        self.pad = check_shift(pixels, size, "shift average")
         self.size = int(size)
         d = self.pad
         self.shifts = [(d, d), (-d, -d)]
@@ -148,6 +151,8 @@ class Ensemble(nn.Module):
 
 # --readings: what each net of an export reads, and how many readings that is
 READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4, "X": 2}
+MIRRORED = frozenset({"F", "FS", "X"})  # read with the mirror image (FlipAverage)
+MOVED = frozenset({"S", "FS", "X"})  # read moved by --shift-average's pixels
 
 
 def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
@@ -162,7 +167,7 @@ def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
     if len(units) != nets:
         raise ExportError(f"--readings: {len(units)} given for {nets} net{'s' * (nets != 1)} "
                           "(the checkpoint and each --ensemble); give one per net")
-    if any("S" in u or u == "X" for u in units) and not shift:
+    if any(u in MOVED for u in units) and not shift:
         raise ExportError("--readings: S, FS and X read the crop shifted; give the shift with --shift-average D")
     return units
 
@@ -173,14 +178,16 @@ def flip_shift_of(task: Task) -> float:
 
 
 def read_as(model: nn.Module, unit: str, task: Task, size: int, shift: int) -> nn.Module:
-    """One net wrapped to read each crop as `unit` says (P, F, S or FS) at crop size `size`."""
+    """One net wrapped to read each crop as `unit` says (P, F, S, FS or X) at crop size `size`:
+    the mirror image (F, FS), then two shifted views of that (S, FS); X moves the mirror's own
+    two views instead."""
     from fkp_live import schemas
 
-    if "F" in unit or unit == "X":
+    if unit in MIRRORED:
         sch = schemas.get(task.schema)
         model = FlipAverage(model, sch.mirror_array(), size, flip_shift_of(task), sch.ocular,
                             offset=shift if unit == "X" else 0)
-    if "S" in unit:
+    if unit in MOVED - {"X"}:
         model = ShiftAverage(model, shift, size)
     return model.eval()
 

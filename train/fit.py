@@ -157,8 +157,9 @@ def setup(cfg: FitConfig) -> Run:
     )
     model = build_model(task).to(device)
     if (task.heatmap_weight or task.loss in losses.READS_HEATMAPS) and not hasattr(model, "heat"):
-        raise TaskError(f"--heatmap-weight and --loss wing-axes need a heatmap net; the {task.net!r} "
-                         "net regresses points directly (use --net mobile)")
+        needs = " and ".join(["--heatmap-weight"] + [f"--loss {x}" for x in sorted(losses.READS_HEATMAPS)])
+        raise TaskError(f"{needs} need a heatmap net; the {task.net!r} net regresses points directly "
+                        "(use --net mobile)")
     if cfg.init:
         model.load_state_dict(checkpoint.load(cfg.init, map_location=device)["model"])
         if is_main():

@@ -111,22 +111,20 @@ class KeypointSmoother:
             # own uncertainty) and the mean innovation measures unpredicted motion.
             spread = (innov - mean).ravel()
             r = float(spread @ spread) / (2 * (n - 1)) - p00  # unbiased variance per coordinate
-            r = min(max(r, 1e-8), 4 * self._noise_var + 1e-6)
-            self._noise_var += self.adapt * (r - self._noise_var)
+            self._noise_var = self._follow(self._noise_var, r)
+            averaged = self._noise_var / n  # the points' own noise in their mean
             # A model's errors also move all points together (a still face's crop shifts by a hair
             # and every point follows): that shared noise is measured from the mean innovation on
             # the frames the gate passes, and the gate counts it
-            shared = p00 + self._shared_var + self._noise_var / n
-            m2 = float(mean @ mean) * 0.5
-            nu = math.sqrt(m2 / shared)
+            m2 = float(mean @ mean) * 0.5  # per coordinate
+            nu = math.sqrt(m2 / (p00 + self._shared_var + averaged))
             if nu > self.gate:
                 # moving faster than predicted: widen the shared uncertainty so the face is followed
                 f = (nu / self.gate) ** 2
                 p00, p01, p11 = p00 * f, p01 * f, p11 * f
             else:
-                rc = min(max(m2 - p00 - self._noise_var / n, 1e-8), 4 * self._shared_var + 1e-6)
-                shared_var = self._shared_var + self.adapt * (rc - self._shared_var)
-                self._shared_var = min(shared_var, self.shared_cap * self._noise_var / n)
+                shared_var = self._follow(self._shared_var, m2 - p00 - averaged)
+                self._shared_var = min(shared_var, self.shared_cap * averaged)
         r = self._noise_var
         sv = p00 + r
         k0, k1 = p00 / sv, p01 / sv
@@ -139,6 +137,12 @@ class KeypointSmoother:
         x0 += k0 * dz
         st[0] = x0
         return x0.reshape(-1, 2).astype(np.float32)
+
+    def _follow(self, var: float, sample: float) -> float:
+        """A variance estimate moved towards one frame's `sample`, which is clipped to (0, 4 var]
+        first so that one odd frame cannot throw it."""
+        sample = min(max(sample, 1e-8), 4 * var + 1e-6)
+        return var + self.adapt * (sample - var)
 
     def _restart(self, z: np.ndarray) -> np.ndarray:
         noise, shared = self._noise_var, self._shared_var
