@@ -133,6 +133,8 @@ def test_options_from_environment(tmp_path, model_path):
     (["--demo", "--focal", "inf"], 2, "'--focal': 'inf' is not a finite number"),
     (["--demo", "--morph-alpha", "nan"], 2, "'--morph-alpha': 'nan' is not a finite number"),
     (["--demo", "--blink-threshold", "-inf"], 2, "'--blink-threshold': '-inf' is not a finite number"),
+    (["--demo", "--refine-shift", "nan"], 2, "'--refine-shift': 'nan' is not a finite number"),
+    (["--demo", "--refine-shift", "-1"], 2, "'--refine-shift': -1.0 is not in the range x>=0"),
     # outputs that cannot be written: found before any frame
     (["--demo", "-o", "/proc/fkp-x.mp4"], 2, r"cannot write --output /proc/fkp-x.mp4: cannot create files in /proc"),
     (["--demo", "--csv", "/proc/fkp-x.csv"], 2, r"cannot write --csv /proc/fkp-x.csv: cannot create files"),
@@ -341,6 +343,38 @@ def test_shipped_models_track_the_demo(tmp_path, alias):
     assert len({r["frame"] for r in rows}) == 8 and len(rows) == 8
     # the face is found in every frame (a faceless frame still writes a row, with success 0)
     assert all(r["success"] == "1" and r["face_id"] == "0" for r in rows), rows[0]
+
+
+def test_refine_shift_reaches_the_tracker_for_images_and_batches(tmp_path, monkeypatch):
+    """--refine-shift sets how a new face's second read is made: the shipped model's points on a
+    still picture move with it, the help names the tracker's default, and --videos passes it on."""
+    from fkp_live.track import tracker as tracker_mod
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    cv2.imwrite(str(imgs / "a.png"), next(iter(DemoSource(frames=1))).image)
+    rows = {}
+    for shift in ("0", "3", None):
+        c = tmp_path / f"{shift}.csv"
+        extra = ["--refine-shift", shift] if shift is not None else []
+        code, out = invoke("--images", imgs, "--csv", c, "--no-display", *extra)
+        assert code == 0, out
+        (row,) = list(csv.DictReader(open(c)))
+        rows[shift] = np.array([float(row[f"x_{i}"]) for i in range(68)])
+    assert np.abs(rows["0"] - rows["3"]).max() > 0.01
+    np.testing.assert_array_equal(rows[None], rows["3"])  # the default is REFINE_SHIFT
+    assert tracker_mod.REFINE_SHIFT == 3.0
+    assert "[default: 3]" in " ".join(invoke("--help")[1].split())
+    seen = []
+    init = tracker_mod.Tracker.__init__
+    monkeypatch.setattr(tracker_mod.Tracker, "__init__",
+                        lambda self, *a, **k: seen.append(k.get("refine_shift")) or init(self, *a, **k))
+    (tmp_path / "v").mkdir()
+    write_video(tmp_path / "v" / "a.mp4", [f.image for f in DemoSource(frames=3)], fps=30)
+    code, out = invoke("--videos", tmp_path / "v", "--out-dir", tmp_path / "o", "--refine-shift", "1.5",
+                       "--no-display")
+    assert code == 0, out
+    assert seen == [1.5]
 
 
 def test_morph_and_average_are_reachable_from_fkp_live():

@@ -291,10 +291,13 @@ def plot_command(run, data, split, out):
               type=click.Choice(["blazeface", "blazeface-full", "haar"]))
 @click.option("--ced", "ced_png", type=click.Path(dir_okay=False),
               help="Also draw the first-frame CED curves of every model into this PNG.")
-def eval_runtime_command(models, data, split, detector, ced_png):
+@click.option("--refine-shift", type=click.FloatRange(min=0), metavar="PX",
+              help="As fkp-live's: a new face's second read averages its crop and two copies moved PX "
+                   "model pixels along the diagonal; 0 reads the crop once [default: the runtime's, 3].")
+def eval_runtime_command(models, data, split, detector, ced_png, refine_shift):
     """Accuracy of shipped or exported models the way the runtime meets a new face: the
     detector's box, the card's box calibration, the model (a new face is read from the box, then
-    again from the crop its points give: the first frame) and one more pass from those points (what
+    again from the crop its points give and its moved copies: the first frame) and one more pass from those points (what
     tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
     object per model, with the first frame's error per face region."""
     from .eval_runtime import evaluate_runtime
@@ -302,7 +305,8 @@ def eval_runtime_command(models, data, split, detector, ced_png):
     curves = {}
     for model in models:
         with _user_errors():
-            out = evaluate_runtime(model, data, split, detector, per_face=bool(ced_png))
+            out = evaluate_runtime(model, data, split, detector, per_face=bool(ced_png),
+                                   refine_shift=refine_shift)
         nmes = out.pop("nmes", None)
         if nmes is not None:
             stem = Path(out["file"]).stem

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 
 def evaluate_runtime(model: str, data, split: str = "test", detector: str = "blazeface",
-                     per_face: bool = False) -> dict:
+                     per_face: bool = False, refine_shift: float | None = None) -> dict:
     """NME, AUC@0.08, FR@0.08 and mean pixel error on a 300-W split, first frame and tracked, and
     the first frame's mean error per face region (% of the inter-ocular distance). With `per_face`
-    the first frame's per-face NMEs come back too (under "nmes", a list, for CED curves)."""
+    the first frame's per-face NMEs come back too (under "nmes", a list, for CED curves).
+    `refine_shift`: the tracker's (None: its default, REFINE_SHIFT)."""
     import numpy as np
 
     from fkp_live.track.tracker import Tracker
@@ -19,8 +20,9 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
 
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
     first, second, truth, missed = [], [], [], 0
+    extra = {} if refine_shift is None else {"refine_shift": refine_shift}
     tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
-                 redetect_every=10**6)
+                 redetect_every=10**6, **extra)
     for s in samples:
         tr.reset()
         faces = tr(s.image)
@@ -35,7 +37,7 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
     m = np.ones(t.shape[:2], bool)
     schema = tr.schema
     out = {"model": model, "file": tr.landmarker.onnx_path.name, "split": split, "detector": detector,
-           "faces": len(t), "missed": missed}
+           "refine_shift": tr.refine_shift, "faces": len(t), "missed": missed}
     for name, p in (("first_frame", first), ("tracked", second)):
         r = metrics.summary(np.array(p), t, m, schema)
         out[name] = {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")}

@@ -224,18 +224,23 @@ class Landmarker:
         x += self._shift
         return x
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,))."""
+    def run(self, batch: np.ndarray, wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,)).
+
+        `wide`: run over every core (None: from WIDE_BATCH crops on; a few views of one face are
+        cheaper on one thread than waking a second)."""
         b = self.fixed_batch
         if b is not None and len(batch) != b:
             if not len(batch):
                 return np.zeros((0, self.schema.n, 2), np.float32), np.zeros(0, np.float32)
-            parts = [self.run(_pad(batch[i:i + b], b)) for i in range(0, len(batch), b)]
+            parts = [self.run(_pad(batch[i:i + b], b), wide) for i in range(0, len(batch), b)]
             pts = np.concatenate([p for p, _ in parts])[:len(batch)]
             conf = np.concatenate([c for _, c in parts])[:len(batch)]
             return pts, conf
         session = self.session
-        if self._may_widen and len(batch) >= WIDE_BATCH:
+        if wide is None:
+            wide = len(batch) >= WIDE_BATCH
+        if self._may_widen and wide:
             if self._wide is None:  # ONNX Runtime's default thread count: the physical cores
                 self._wide, _, _ = _session({"cpu": str(self.onnx_path)}, "cpu", None)
             session = self._wide
