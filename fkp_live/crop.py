@@ -152,9 +152,11 @@ def box_calibration(card, detector_name: str) -> tuple[float, float, float]:
     return dx, dy, card.crop_scale * r
 
 
-def warp(image: np.ndarray, crop: Crop, size: int, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
-    """Cut the crop out of `image` as a size x size image (same channels as `image`)."""
+def warp(image: np.ndarray, crop: Crop, size: int, border: int = cv2.BORDER_CONSTANT,
+         dst: np.ndarray | None = None) -> np.ndarray:
+    """Cut the crop out of `image` as a size x size image (same channels as `image`); into `dst`
+    (size x size, C-contiguous, the image's type) when given."""
     return cv2.warpAffine(
-        image, crop.matrix(size), (size, size), flags=cv2.INTER_LINEAR, borderMode=border,
+        image, crop.matrix(size), (size, size), dst=dst, flags=cv2.INTER_LINEAR, borderMode=border,
         borderValue=0,
     )

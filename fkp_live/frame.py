@@ -71,12 +71,12 @@ class Frame:
 
 # Limited-range luma (16..235) -> full-range grey. On BT.601 4:2:0 video this equals OpenCV's
 # BGR -> grey of the decoded BGR frame within one grey level (mean difference 0.16 on s18.mp4).
-_LUMA_LUT = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+LUMA_LUT = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 
 
 def grey_from_luma(luma: np.ndarray) -> np.ndarray:
     """Limited-range Y (video luma) -> full-range grey uint8, as cv2's BGR2GRAY gives."""
-    return cv2.LUT(luma, _LUMA_LUT)
+    return cv2.LUT(luma, LUMA_LUT)
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

@@ -313,3 +313,36 @@ def test_the_decoder_gets_one_thread_up_to_720p_and_its_own_choice_above(tmp_pat
             assert (src._stream.codec_context.thread_count == 1) == one
             got = [f.image for f in src]
         assert len(got) == 3 and abs(float(got[-1][h // 3, w // 3].mean()) - 200) < 8
+
+
+def test_crops_from_the_luma_grey_and_bgr_pictures_normalise_exactly(any_model):
+    """The table look-ups that turn crops into the model's input give exactly (x / 255 - mean) /
+    std, the luma table exactly grey_from_luma then that: for a grey model, the input cut from the
+    Y plane is the Y plane's crops made grey, and a bare BGR frame's is `prepare`'s."""
+    from fkp_live.crop import Crop, warp
+    from fkp_live.frame import Frame, grey_from_luma
+    from fkp_live.track.landmarker import Landmarker
+
+    lm = Landmarker(any_model, "cpu", 1)
+    rng = np.random.default_rng(3)
+    mean = np.asarray(lm.card.mean, np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(lm.card.std, np.float64).reshape(1, -1, 1, 1)
+    for ch in (1, 3):
+        u8 = rng.integers(0, 256, (3, 20, 20, ch), dtype=np.uint8)
+        want = (u8.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / (255.0 * std)).astype(np.float32)
+                + (-mean / std).astype(np.float32)) if ch == lm.card.channels else None
+        got = lm.normalise(u8)
+        assert got.shape == (3, ch, 20, 20) and got.dtype == np.float32 and got.flags.c_contiguous
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+    if lm.card.channels != 1:
+        return
+    bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    luma = rng.integers(16, 236, (240, 320), dtype=np.uint8)
+    crops = [Crop(150, 120, 90, 0.1), Crop(40, 30, 120, -0.3)]  # the second runs off the picture
+    s = lm.size
+    from_luma = lm.prepare_frame(Frame(0, 0.0, bgr, luma=luma), crops)
+    want = lm.normalise(np.stack([grey_from_luma(warp(luma, c, s)) for c in crops])[..., None])
+    np.testing.assert_array_equal(from_luma, want)
+    # (the grey picture's crops against the BGR picture's: test_engine, within a grey level)
+    np.testing.assert_array_equal(lm.prepare_frame(Frame(0, 0.0, bgr), crops), lm.prepare(bgr, crops))

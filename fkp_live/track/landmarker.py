@@ -6,11 +6,12 @@ import io
 import logging
 import os
 
+import cv2
 import numpy as np
 
 from ..card import ModelCard, ModelError, resolve
 from ..crop import Crop, warp
-from ..frame import Frame, grey_from_luma, to_bgr, to_channels
+from ..frame import LUMA_LUT, Frame, to_bgr, to_channels
 
 log = logging.getLogger("fkp_live")
 
@@ -185,9 +186,14 @@ class Landmarker:
             self._outputs.append(self.card.confidence_output)
         mean = np.asarray(self.card.mean, dtype=np.float64).reshape(1, -1, 1, 1)
         std = np.asarray(self.card.std, dtype=np.float64).reshape(1, -1, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add per pixel
-        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self._shift = (-mean / std).astype(np.float32)
+        # (x / 255 - mean) / std as one multiply-add per pixel, tabled for the 256 grey levels of
+        # each channel: one cv2.LUT pass turns the uint8 crops into the model's input
+        scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(-1)
+        shift = (-mean / std).astype(np.float32).reshape(-1)
+        levels = np.arange(256, dtype=np.float32)[:, None]
+        self._lut = (levels * scale + shift).astype(np.float32).reshape(1, 256, -1)  # (1, 256, C)
+        # a video's limited-range Y plane -> grey -> input, in one table (grey models)
+        self._luma_lut = self._lut[:, LUMA_LUT]
 
     @property
     def size(self) -> int:
@@ -205,10 +211,19 @@ class Landmarker:
         picture need not be made at all), or from the grey picture made ahead (`Frame.grey`)."""
         if self.card.channels == 1:
             if frame.luma is not None:
-                return self._cut(frame.luma, crops, grey_from_luma)
+                return self._cut_plane(frame.luma, crops, self._luma_lut)
             if frame.grey is not None:
-                return self._cut(frame.grey, crops, _as_is)
+                return self._cut_plane(frame.grey, crops, self._lut)
         return self.prepare(frame.image, crops)
+
+    def _cut_plane(self, plane: np.ndarray, crops: list[Crop], lut: np.ndarray) -> np.ndarray:
+        """A grey model's crops, each cut straight into one uint8 batch, then one table look-up
+        to the normalised input (luma to grey included when `lut` is the luma table)."""
+        s = self.size
+        u8 = np.empty((len(crops), s, s), dtype=np.uint8)
+        for i, c in enumerate(crops):
+            warp(plane, c, s, dst=u8[i])
+        return cv2.LUT(u8.reshape(-1, s), lut[..., 0]).reshape(len(crops), 1, s, s)
 
     def _cut(self, plane: np.ndarray, crops: list[Crop], convert) -> np.ndarray:
         s, ch = self.size, self.card.channels
@@ -219,10 +234,9 @@ class Landmarker:
 
     def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
         """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""
-        x = batch_u8.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= self._scale
-        x += self._shift
-        return x
+        b, s, _, ch = batch_u8.shape
+        x = cv2.LUT(np.ascontiguousarray(batch_u8).reshape(b * s, s, ch), self._lut if ch > 1 else self._lut[..., 0])
+        return np.ascontiguousarray(x.reshape(b, s, s, ch).transpose(0, 3, 1, 2))
 
     def run(self, batch: np.ndarray, wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,)).
@@ -248,10 +262,6 @@ class Landmarker:
         pts = out[0].reshape(len(batch), self.schema.n, 2)
         conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
         return pts, conf
-
-
-def _as_is(image: np.ndarray) -> np.ndarray:
-    return image
 
 
 def _pad(chunk: np.ndarray, b: int) -> np.ndarray:
