@@ -51,17 +51,17 @@ def test_300w_accuracy_from_detector_crops():
 
 
 @needs_data
-def test_a_new_face_read_from_three_views_is_closer_to_300w_val_labels():
-    """The second read of a new face averaged over its crop and two moved copies (the default,
+def test_a_new_face_read_from_two_moved_crops_is_closer_to_300w_val_labels():
+    """The second read of a new face as the mean of two moved copies of its crop (the default,
     refine_shift 3) against that crop alone, end to end from BlazeFace on 300-W's validation split
-    with the default model: 3.373 against 3.452 % NME when measured (session 9)."""
+    with the default model: 3.393 against 3.452 % NME when measured (session 9)."""
     from train.eval_runtime import evaluate_runtime
 
-    three = evaluate_runtime("fast", DATA / "300w", "val")
+    two = evaluate_runtime("fast", DATA / "300w", "val")
     one = evaluate_runtime("fast", DATA / "300w", "val", refine_shift=0)
-    assert three["refine_shift"] == 3 and one["refine_shift"] == 0
-    assert three["faces"] == one["faces"] > 100 and three["missed"] == 0
-    assert three["first_frame"]["nme_io"] < one["first_frame"]["nme_io"] - 0.05, (three, one)
+    assert two["refine_shift"] == 3 and one["refine_shift"] == 0
+    assert two["faces"] == one["faces"] > 100 and two["missed"] == 0
+    assert two["first_frame"]["nme_io"] < one["first_frame"]["nme_io"] - 0.03, (two, one)
 
 
 @needs_data

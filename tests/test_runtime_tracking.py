@@ -184,8 +184,8 @@ def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
     for f in DemoSource(frames=25, faces=2):
         tr(f)
     # both faces in one call per frame; on the first frame the two new faces are read a second
-    # time from the crops their first points give, three views each (one more call of both)
-    assert calls["run"] == [2, 6] + [2] * 24
+    # time from the crops their first points give, two views each (one more call of both)
+    assert calls["run"] == [2, 4] + [2] * 24
     assert calls["detect"] == 3  # frames 0, 10, 20 (fewer faces than max_faces)
     full = Tracker(model=str(model_path), device="cpu", detector=spy_det, redetect_every=10, max_faces=2)
     calls["detect"] = 0
@@ -195,8 +195,8 @@ def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
 
 
 def test_new_faces_are_read_again_from_their_own_points(model_path):
-    """Refinement: a new face's points come from the crop its first points give (averaged over
-    that crop and two copies moved refine_shift model pixels along the diagonal), not from the
+    """Refinement: a new face's points come from the crop its first points give (the mean of that
+    crop's two copies moved refine_shift model pixels along the diagonal), not from the
     detector's box; tracked faces are read once; refine=False keeps one read."""
     from fkp_live.crop import Crop, crop_from_points
 
@@ -208,7 +208,7 @@ def test_new_faces_are_read_again_from_their_own_points(model_path):
         run = tr.landmarker.run
         tr.landmarker.run = lambda b, wide=None: calls.append(len(b)) or run(b, wide)
         face = tr(src[0])[0]
-        views = 3 if shift else 1
+        views = 2 if shift else 1
         assert calls == ([1, views] if refine else [1])
         tr(src[1])
         assert calls[-1] == 1 and len(calls) == (3 if refine else 2)
@@ -222,8 +222,8 @@ def test_new_faces_are_read_again_from_their_own_points(model_path):
         expect = crop_from_points(box_crop.to_frame(uv[0]), tr.schema, tr.card.crop_scale, tr.card.crop_rotate)
         assert face.crop == expect and face.crop != box_crop
         d = shift * expect.side / lm.size
-        crops = [expect] + [Crop(expect.cx + sx * d, expect.cy + sy * d, expect.side, expect.angle)
-                            for sx, sy in ((1, 1), (-1, -1))][:views - 1]
+        crops = [Crop(expect.cx + d * k, expect.cy + d * k, expect.side, expect.angle) for k in (1, -1)]
+        crops = crops if shift else [expect]
         assert tr.views(expect) == crops
         uv, _ = run(lm.prepare(src[0].image, crops))
         want = np.mean([c.to_frame(u) for c, u in zip(crops, uv)], axis=0)

@@ -292,7 +292,7 @@ def plot_command(run, data, split, out):
 @click.option("--ced", "ced_png", type=click.Path(dir_okay=False),
               help="Also draw the first-frame CED curves of every model into this PNG.")
 @click.option("--refine-shift", type=click.FloatRange(min=0), metavar="PX",
-              help="As fkp-live's: a new face's second read averages its crop and two copies moved PX "
+              help="As fkp-live's: a new face's second read is the mean of two copies of its crop moved PX "
                    "model pixels along the diagonal; 0 reads the crop once [default: the runtime's, 3].")
 def eval_runtime_command(models, data, split, detector, ced_png, refine_shift):
     """Accuracy of shipped or exported models the way the runtime meets a new face: the

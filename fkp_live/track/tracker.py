@@ -32,12 +32,14 @@ from .smooth import DEFAULT_STRENGTH, KeypointSmoother
 
 TRACK_STAGES = ("detect", "crop", "infer", "smooth", "post")
 
-# A new face's second read (see Tracker.refine) averages the crop its first points give and two
-# copies moved this many model-input pixels one way and the other along the diagonal. On 300-W's
-# validation split, end to end, that took the first frame from 3.452 to 3.373 % NME with `fast`
-# and from 3.242 to 3.214 % with `accurate`; four moved copies (both diagonals) gave 3.361 and
-# 3.205 % for twice the extra reads, which cut image folders from 205-235 to 90-110 images per
-# second with `fast`; 4 px instead of 3 gave less. Tracked faces are still read once.
+# A new face's second read (see Tracker.refine) is the mean of two reads of the crop its first points
+# give, moved this many model-input pixels one way and the other along the diagonal. On 300-W's
+# validation split, end to end, that took the first frame from 3.452 to 3.393 % NME with `fast`
+# and from 3.242 to 3.224 % with `accurate`, for one more read per new face. The crop itself read
+# as well (three reads) gave 3.373 and 3.214 %, four moved copies and the crop (five) 3.361 and
+# 3.205 %, but each read more slows image folders, where every face is new, by about a sixth:
+# with `fast`, 164-185 images per second with two reads, 117-143 with three, 90-122 with five
+# (199-241 with one). 4 px instead of 3 gave less. Tracked faces are still read once.
 REFINE_SHIFT = 3.0
 
 
@@ -281,7 +283,7 @@ class Tracker:
 
     def _refine(self, frame: Frame, crops, pts, conf, first: int):
         """Read the faces from `first` on (new detections) again, from the crops their points give,
-        each averaged with its moved copies (`views`)."""
+        each the mean of its `views`."""
         again = [crop_from_points(p, self.schema, self.card.crop_scale, self.card.crop_rotate) for p in pts[first:]]
         views = [v for c in again for v in self.views(c)]
         k = len(views) // len(again)
@@ -294,12 +296,12 @@ class Tracker:
         return crops, pts, conf
 
     def views(self, crop: Crop) -> list[Crop]:
-        """`crop` and, with `refine_shift`, its two copies moved that many model pixels right and
-        down, and left and up (frame axes): the crops a new face's second read averages."""
+        """The crops a new face's second read averages: `crop` moved `refine_shift` model pixels
+        right and down, and as far left and up (frame axes); `crop` alone when that is 0."""
         if not self.refine_shift:
             return [crop]
         d = self.refine_shift * crop.side / self.landmarker.size
-        return [crop, Crop(crop.cx + d, crop.cy + d, crop.side, crop.angle),
+        return [Crop(crop.cx + d, crop.cy + d, crop.side, crop.angle),
                 Crop(crop.cx - d, crop.cy - d, crop.side, crop.angle)]
 
     def _crop_from_detection(self, d: Detection) -> Crop:
