@@ -1,6 +1,7 @@
 """Accuracy of a shipped or exported model the way the runtime meets a new face: the detector's
-box, the card's box calibration, one pass of the model (first frame) and a second pass from those
-points (what tracking does on the next frame). Images with no face detected count as missed."""
+box, the card's box calibration, the tracker's reading of a new face (a pass from the box, then
+one from the crop its points give: the first frame) and a pass from those points (what tracking
+does on the next frame). Images with no face detected count as missed."""
 from __future__ import annotations
 
 

@@ -241,8 +241,8 @@ class Landmarker:
     def run(self, batch: np.ndarray, wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Normalised batch -> (points in crop fractions (B, N, 2), confidence (B,)).
 
-        `wide`: run over every core (None: from WIDE_BATCH crops on; a few views of one face are
-        cheaper on one thread than waking a second)."""
+        `wide`: run over every core (None: from WIDE_BATCH crops on; the tracker decides by faces,
+        so that a new face's extra reads do not count as more faces)."""
         b = self.fixed_batch
         if b is not None and len(batch) != b:
             if not len(batch):

@@ -115,7 +115,8 @@ class Tracker:
         self.smooth = float(smooth or 0.0)
         self.min_confidence = float(min_confidence)
         # a new face is read twice: from the detector's box, then from the crop its points give
-        # (the crop tracking uses), so its first frame is as accurate as the ones that follow
+        # (the crop tracking uses; moved by refine_shift both ways, see REFINE_SHIFT), so its first
+        # frame is as accurate as the ones that follow
         self.refine = bool(refine)
         if not refine_shift >= 0:
             raise ValueError(f"refine_shift must be >= 0 model pixels, not {refine_shift}")
