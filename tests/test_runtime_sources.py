@@ -315,6 +315,25 @@ def test_the_decoder_gets_one_thread_up_to_720p_and_its_own_choice_above(tmp_pat
         assert len(got) == 3 and abs(float(got[-1][h // 3, w // 3].mean()) - 200) < 8
 
 
+def test_a_colour_model_s_crops_normalise_exactly_per_channel(tmp_path):
+    """A 3-channel card with its own mean and std per channel: the per-channel table gives exactly
+    (x / 255 - mean) / std, channels first."""
+    import fake_model
+    from fkp_live.track.landmarker import Landmarker
+
+    mean, std = [0.2, 0.5, 0.7], [0.25, 0.5, 0.125]
+    lm = Landmarker(str(fake_model.build(tmp_path, "fake3", channels=3,
+                                          card_kwargs={"mean": mean, "std": std})), "cpu", 1)
+    u8 = np.random.default_rng(4).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    m = np.float64(mean).reshape(1, 3, 1, 1)
+    sd = np.float64(std).reshape(1, 3, 1, 1)
+    want = (u8.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / (255.0 * sd)).astype(np.float32)
+            + (-m / sd).astype(np.float32))
+    got = lm.normalise(u8)
+    assert got.shape == (2, 3, 16, 16) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
 def test_crops_from_the_luma_grey_and_bgr_pictures_normalise_exactly(any_model):
     """The table look-ups that turn crops into the model's input give exactly (x / 255 - mean) /
     std, the luma table exactly grey_from_luma then that: for a grey model, the input cut from the
