@@ -232,3 +232,28 @@ def test_ddp_entry_point_takes_the_fit_options():
     p = subprocess.run([sys.executable, "-m", "train.fit", "--task", "nose"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 1 and "train.ddp" in p.stderr
+
+
+@needs_imm
+def test_loader_workers_augment_each_epoch_afresh_and_as_without_workers(tmp_path):
+    """The DataLoader's worker processes see each epoch's number: every epoch augments anew, and
+    the examples are those a run without workers makes (the dataset seeds by seed, epoch, index)."""
+    from train.fit import setup
+
+    task = get("nose").with_(epochs=2, batch=4)
+
+    def epochs(workers):
+        run = setup(FitConfig(task=task, data=str(IMM), out=str(tmp_path / f"w{workers}"), limit=8,
+                              val_limit=4, progress=False, threads=1, workers=workers))
+        seen = []
+        for epoch in range(2):
+            run.train_ds.set_epoch(epoch)
+            seen.append({int(i): x for b in run.loader for i, x in zip(b["index"], b["image"])})
+        return seen
+
+    plain, workers = epochs(0), epochs(2)
+    assert sorted(plain[0]) == sorted(workers[1]) == list(range(8))
+    assert any(not torch.equal(plain[0][i], plain[1][i]) for i in plain[0])
+    for e in range(2):
+        for i in plain[e]:
+            torch.testing.assert_close(workers[e][i], plain[e][i], rtol=0, atol=0)

@@ -153,7 +153,9 @@ def setup(cfg: FitConfig) -> Run:
     loader = DataLoader(
         train_ds, batch_size=task.batch, shuffle=sampler is None, sampler=sampler,
         num_workers=cfg.workers, drop_last=len(train_ds) >= task.batch * world * 2, generator=gen,
-        persistent_workers=cfg.workers > 0,
+        # workers start afresh each epoch: a persistent worker keeps the copy of the dataset it was
+        # given, so it would never see set_epoch and would repeat the first epoch's augmentation
+        persistent_workers=False,
     )
     model = build_model(task).to(device)
     if (task.heatmap_weight or task.loss in losses.READS_HEATMAPS) and not hasattr(model, "heat"):
