@@ -129,3 +129,46 @@ def test_flip_shift_keeps_the_labels_left_right_convention():
         want = 2 * 0.01 * iod if flip else 0.0
         np.testing.assert_allclose(dx, want, atol=1e-4)
         np.testing.assert_allclose(b.points[:, 1], a.points[:, 1])
+
+
+def test_a_crop_from_other_points_keeps_the_true_labels():
+    """make_example(crop_pts=...): the crop is the convention's crop of those points (the net's own
+    reading, for self_crop), the labels are still the true points, in that crop."""
+    from fkp_live.crop import crop_from_points, warp
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (300, 300), dtype=np.uint8)
+    pts = _face_points(rng)
+    read = pts + rng.normal(0, 3, pts.shape).astype(np.float32)
+    ex = make_example(img, pts, np.ones(68, bool), schemas.IBUG68, (128, 128), rng, NO_AUGMENT,
+                      crop_scale=1.3, crop_pts=read)
+    crop = crop_from_points(read, schemas.IBUG68, 1.3)
+    assert crop != crop_from_points(pts, schemas.IBUG68, 1.3)
+    np.testing.assert_array_equal(ex.image, warp(img, crop, 128))
+    np.testing.assert_allclose(ex.points, crop.from_frame(pts), atol=1e-5)
+
+
+def test_self_crop_draws_from_the_net_s_points_as_often_as_asked():
+    """KeypointDataset with augment.self_crop p cuts about p of its crops from `crop_points`; with
+    p = 0 the examples are those of a dataset without it, whatever crop_points holds."""
+    from dataclasses import replace
+
+    from train.data import Sample
+    from train.datasets import KeypointDataset
+    from train.tasks import get
+
+    rng = np.random.default_rng(6)
+    samples = [Sample(rng.integers(0, 255, (300, 300), dtype=np.uint8), _face_points(rng), np.ones(68, bool),
+                      f"s{i}") for i in range(40)]
+    task = get("ibug68").with_(size=(64, 64))
+    own = np.stack([s.points + 6 for s in samples]).astype(np.float32)  # a reading 6 px off
+    plain = KeypointDataset(samples, task, NO_AUGMENT)
+    off = KeypointDataset(samples, task, NO_AUGMENT)
+    off.crop_points = own
+    for i in range(5):
+        np.testing.assert_array_equal(off.example(i).image, plain.example(i).image)
+    for p, lo, hi in ((1.0, 40, 40), (0.5, 10, 30)):
+        ds = KeypointDataset(samples, task, replace(NO_AUGMENT, self_crop=p))
+        ds.crop_points = own
+        moved = sum(not np.array_equal(ds.example(i).matrix, plain.example(i).matrix) for i in range(40))
+        assert lo <= moved <= hi, (p, moved)

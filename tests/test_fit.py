@@ -257,3 +257,31 @@ def test_loader_workers_augment_each_epoch_afresh_and_as_without_workers(tmp_pat
     for e in range(2):
         for i in plain[e]:
             torch.testing.assert_close(workers[e][i], plain[e][i], rtol=0, atol=0)
+
+
+@needs_imm
+def test_self_crop_reads_the_training_set_afresh_before_each_epoch(tmp_path):
+    """augment self_crop: before each epoch the net reads every training sample from its true
+    points' crop, and those points (image pixels) are what the epoch's own-crops are cut from."""
+    from dataclasses import asdict, replace
+
+    import numpy as np
+
+    from train.augment import NO_AUGMENT
+    from train.evaluate import predict_dataset
+    from train.datasets import KeypointDataset
+    from train.fit import setup, train_one_epoch, unwrap
+
+    task = get("imm58-crop").with_(epochs=2, batch=4, augment=asdict(replace(NO_AUGMENT, self_crop=1.0)))
+    run = setup(FitConfig(task=task, data=str(IMM), out=str(tmp_path / "run"), limit=8, val_limit=4,
+                          progress=False, threads=1))
+    model = unwrap(run.model)
+    seen = []
+    for epoch in range(2):
+        want = predict_dataset(model, KeypointDataset(run.train_ds.samples, task, None))[0]
+        train_one_epoch(run, epoch)
+        got = run.train_ds.crop_points
+        assert got.shape == (8, 58, 2)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        seen.append(got.copy())
+    assert np.abs(seen[1] - seen[0]).max() > 1e-3  # read again with the trained weights

@@ -36,6 +36,10 @@ class AugmentConfig:
     # learns neither and reads b to the left of every label; with this set, a flipped sample's
     # points move right by 2b and keep the labels' convention. 300-W: 0.0082 (README, Reproduce 3).
     flip_shift: float = 0.0
+    # Probability that a sample's crop is made, by the crop convention, from the net's own reading
+    # of the image (made afresh before each epoch by `train.fit`) instead of from its true points:
+    # the crops the runtime cuts from the points it has read, whose errors follow the net's own.
+    self_crop: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(0, (1.0, 1.0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -152,12 +156,15 @@ def make_example(
     mode: str = "crop",
     crop_scale: float = 1.3,
     crop_rotate: bool = True,
+    crop_pts: np.ndarray | None = None,
 ) -> Example:
-    """One training (or evaluation, with NO_AUGMENT) example from a labelled image."""
+    """One training (or evaluation, with NO_AUGMENT) example from a labelled image; the crop is
+    made from `crop_pts` (image pixels, the labelled ones used) when given, else from `pts`."""
     w, h = out_size
     mask = np.asarray(mask, bool)
     pts = np.where(mask[:, None], pts, 0).astype(np.float32)
-    m = base_matrix(pts, mask, schema, out_size, mode, crop_scale, crop_rotate, image.shape[:2])
+    m = base_matrix(pts if crop_pts is None else np.asarray(crop_pts, np.float32), mask, schema, out_size,
+                    mode, crop_scale, crop_rotate, image.shape[:2])
     present = 1.0
     centre = ((w - 1) / 2, (h - 1) / 2)
     angle = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)) if cfg.rotate_deg else 0.0

@@ -95,7 +95,9 @@ def fit_options(f):
         click.option("--crop-scale", type=float, help="Crop side / keypoint box side (crop mode)."),
         click.option("--heatmap-weight", type=float,
                      help="Weight of the auxiliary Gaussian heatmap loss (heatmap nets; 0 = off)."),
-        click.option("--augment", help='JSON overrides of augmentation, e.g. \'{"rotate_deg": 20}\'.'),
+        click.option("--augment", help='JSON overrides of augmentation (train.augment.AugmentConfig), e.g. '
+                     '\'{"rotate_deg": 20}\'; "self_crop": P cuts a share P of the crops from the net\'s own '
+                     'reading of each image, made afresh before each epoch.'),
         click.option("--net-args", help='JSON keyword arguments for the network, e.g. \'{"width": 0.75}\'.'),
         click.option("--patience", type=int, default=0, show_default=True, help="Early stopping (0 = off)."),
         click.option("--seed", type=int, default=0, show_default=True),

@@ -110,6 +110,8 @@ class KeypointDataset(Dataset):
         self.augment = augment or NO_AUGMENT
         self.seed = seed
         self.epoch = 0
+        # (N, K, 2) image pixels: the net's own reading of each sample, for augment.self_crop
+        self.crop_points: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -121,9 +123,13 @@ class KeypointDataset(Dataset):
         s = self.samples[i]
         # a generator per (seed, epoch, index): reproducible whatever the worker or process count
         rng = np.random.default_rng([self.seed, self.epoch, i])
+        crop_pts = None
+        if self.augment.self_crop and self.crop_points is not None and rng.random() < self.augment.self_crop:
+            crop_pts = self.crop_points[i]
         return make_example(
             s.image, s.points, s.mask, self.schema, self.task.size, rng, self.augment,
             mode=self.task.mode, crop_scale=self.task.crop_scale, crop_rotate=self.task.crop_rotate,
+            crop_pts=crop_pts,
         )
 
     def __getitem__(self, i: int):

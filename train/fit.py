@@ -218,9 +218,20 @@ def _resume(run: Run) -> None:
         print(f"resumed from {last} at epoch {run.start_epoch}", file=sys.stderr)
 
 
+def own_points(model, ds: KeypointDataset, device) -> np.ndarray:
+    """The net's reading of every sample of `ds` from its true points' crop, unaugmented: (N, K, 2)
+    image pixels, the points augment.self_crop cuts crops from."""
+    from .evaluate import predict_dataset
+
+    with torch.no_grad():
+        return predict_dataset(model, KeypointDataset(ds.samples, ds.task, None), device=device)[0]
+
+
 def train_one_epoch(run: Run, epoch: int) -> float:
     """One pass over the training loader; the mean point loss per sample (over all processes)."""
     task, model, opt, device = run.task, run.model, run.opt, run.device
+    if run.train_ds.augment.self_crop:
+        run.train_ds.crop_points = own_points(unwrap(model), run.train_ds, device)
     model.train()
     run.train_ds.set_epoch(epoch)
     if run.sampler is not None:
