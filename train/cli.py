@@ -299,8 +299,8 @@ def plot_command(run, data, split, out):
 def eval_runtime_command(models, data, split, detector, ced_png, refine_shift):
     """Accuracy of shipped or exported models the way the runtime meets a new face: the
     detector's box, the card's box calibration, the model (a new face is read from the box, then
-    again from the crop its points give and its moved copies: the first frame) and one more pass from those points (what
-    tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
+    again from the crop its points give, moved both ways by --refine-shift: the first frame) and one
+    more pass from those points (what tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
     object per model, with the first frame's error per face region."""
     from .eval_runtime import evaluate_runtime
 
