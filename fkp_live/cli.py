@@ -296,13 +296,10 @@ def _check_common(o: dict):
 
 def _tracker_options(o: dict, threads: int | None) -> dict:
     """The options' keyword arguments for `Tracker`."""
-    opts = dict(model=o["model"], device=o["device"], threads=threads, detector=o["detector"],
+    return dict(model=o["model"], device=o["device"], threads=threads, detector=o["detector"],
                 redetect_every=o["redetect_every"], max_faces=o["max_faces"],
                 smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"],
-                quiet=not o["verbose"])
-    if o["refine_shift"] is not None:
-        opts["refine_shift"] = o["refine_shift"]
-    return opts
+                refine_shift=o["refine_shift"], quiet=not o["verbose"])
 
 
 def _analysing(tracker, kinds, layers, o: dict, shown: bool = True):

@@ -1,6 +1,7 @@
 """Several ONNX files timed against each other in one process, interleaved, so that a shared host's
-drifting speed falls on all of them alike: one ONNX Runtime thread, batch 1, random input, rounds
-of 100 reads per file (after 5 thrown away), the median of the rounds' means printed per file.
+drifting speed falls on all of them alike: the runtime's own ONNX Runtime session on one thread
+(pool spinning off), batch 1, random input, rounds of 100 reads per file (after 5 thrown away), the
+median of the rounds' means printed per file.
 
     python scripts/onnx_timing.py A.onnx B.onnx [...] [--rounds 15]
 """
@@ -10,14 +11,8 @@ import argparse
 import time
 
 import numpy as np
-import onnxruntime as ort
 
-
-def session(path: str) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = o.inter_op_num_threads = 1
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+from fkp_live.track.landmarker import _session
 
 
 def main() -> None:
@@ -27,7 +22,7 @@ def main() -> None:
     a = ap.parse_args()
     runs = []
     for p in a.models:
-        s = session(p)
+        s = _session({"cpu": p}, "cpu", 1)[0]  # as the runtime makes it, on one thread
         i = s.get_inputs()[0]
         shape = [1 if isinstance(d, str) or d is None else d for d in i.shape]
         runs.append((p, s, {i.name: np.random.default_rng(0).random(shape).astype(np.float32)}))

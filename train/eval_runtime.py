@@ -21,9 +21,8 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
 
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
     first, second, truth, missed = [], [], [], 0
-    extra = {} if refine_shift is None else {"refine_shift": refine_shift}
     tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
-                 redetect_every=10**6, **extra)
+                 redetect_every=10**6, refine_shift=refine_shift)
     for s in samples:
         tr.reset()
         faces = tr(s.image)

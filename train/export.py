@@ -152,7 +152,8 @@ class Ensemble(nn.Module):
 # --readings: what each net of an export reads, and how many readings that is
 READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4, "X": 2}
 MIRRORED = frozenset({"F", "FS", "X"})  # read with the mirror image (FlipAverage)
-MOVED = frozenset({"S", "FS", "X"})  # read moved by --shift-average's pixels
+SHIFT_AVERAGED = frozenset({"S", "FS"})  # read moved both ways and averaged (ShiftAverage)
+MOVED = SHIFT_AVERAGED | {"X"}  # read moved by --shift-average's pixels (X: inside FlipAverage)
 
 
 def parse_readings(spec: str, nets: int, shift: int) -> list[str]:
@@ -187,7 +188,7 @@ def read_as(model: nn.Module, unit: str, task: Task, size: int, shift: int) -> n
         sch = schemas.get(task.schema)
         model = FlipAverage(model, sch.mirror_array(), size, flip_shift_of(task), sch.ocular,
                             offset=shift if unit == "X" else 0)
-    if unit in MOVED - {"X"}:
+    if unit in SHIFT_AVERAGED:
         model = ShiftAverage(model, shift, size)
     return model.eval()
 

@@ -217,13 +217,13 @@ class Landmarker:
         return self.prepare(frame.image, crops)
 
     def _cut_plane(self, plane: np.ndarray, crops: list[Crop], lut: np.ndarray) -> np.ndarray:
-        """A grey model's crops, each cut straight into one uint8 batch, then one table look-up
-        to the normalised input (luma to grey included when `lut` is the luma table)."""
+        """A grey model's crops, each warped straight into one uint8 batch, then normalised through
+        `lut` (the luma table turns the Y plane's levels to grey on the way)."""
         s = self.size
-        u8 = np.empty((len(crops), s, s), dtype=np.uint8)
+        batch = np.empty((len(crops), s, s, 1), dtype=np.uint8)
         for i, c in enumerate(crops):
-            warp(plane, c, s, dst=u8[i])
-        return cv2.LUT(u8.reshape(-1, s), lut[..., 0]).reshape(len(crops), 1, s, s)
+            warp(plane, c, s, dst=batch[i, :, :, 0])
+        return self.normalise(batch, lut)
 
     def _cut(self, plane: np.ndarray, crops: list[Crop], convert) -> np.ndarray:
         s, ch = self.size, self.card.channels
@@ -232,10 +232,12 @@ class Landmarker:
             batch[i] = convert(warp(plane, c, s)).reshape(s, s, ch)
         return self.normalise(batch)
 
-    def normalise(self, batch_u8: np.ndarray) -> np.ndarray:
-        """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32."""
+    def normalise(self, batch_u8: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+        """(B, S, S, C) uint8 -> (B, C, S, S) normalised float32, by one table look-up (`lut`:
+        (1, 256, C), default the card's normalisation)."""
+        lut = self._lut if lut is None else lut
         b, s, _, ch = batch_u8.shape
-        x = cv2.LUT(np.ascontiguousarray(batch_u8).reshape(b * s, s, ch), self._lut if ch > 1 else self._lut[..., 0])
+        x = cv2.LUT(np.ascontiguousarray(batch_u8).reshape(b * s, s, ch), lut if ch > 1 else lut[..., 0])
         return np.ascontiguousarray(x.reshape(b, s, s, ch).transpose(0, 3, 1, 2))
 
     def run(self, batch: np.ndarray, wide: bool | None = None) -> tuple[np.ndarray, np.ndarray]:

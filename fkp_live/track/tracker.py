@@ -99,7 +99,7 @@ class Tracker:
                  detector="auto", redetect_every: int = 30, max_faces: int = 5,
                  smooth: float | None = DEFAULT_STRENGTH, min_confidence: float = 0.5,
                  min_detection_score: float = 0.5, landmarker: Landmarker | None = None,
-                 refine: bool = True, refine_shift: float = REFINE_SHIFT, quiet: bool = True):
+                 refine: bool = True, refine_shift: float | None = None, quiet: bool = True):
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, not {redetect_every}")
         if max_faces < 1:
@@ -118,6 +118,7 @@ class Tracker:
         # (the crop tracking uses; moved by refine_shift both ways, see REFINE_SHIFT), so its first
         # frame is as accurate as the ones that follow
         self.refine = bool(refine)
+        refine_shift = REFINE_SHIFT if refine_shift is None else refine_shift
         if not refine_shift >= 0:
             raise ValueError(f"refine_shift must be >= 0 model pixels, not {refine_shift}")
         self.refine_shift = float(refine_shift)  # 0: the second read is one crop
