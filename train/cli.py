@@ -209,8 +209,11 @@ def mirror_offset_command(checkpoint, data, split, every):
                    "plain, F with its mirror image, S shifted by +-PIXELS of --shift-average, FS both, "
                    "X with its mirror image, the crop moved by +PIXELS and the mirror by -PIXELS (F's cost); "
                    "e.g. F,P. The nets are weighted by their readings (scripts/tta_sweep.py's mixes).")
+@click.option("--shape-correction", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A linear shape correction from `fkp-train shape-fit`, applied to the points inside the "
+                   "graph (fit it on this export made without the option).")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
-                   flip_average, ensemble, shift_average, readings):
+                   flip_average, ensemble, shift_average, readings, shape_correction):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -227,7 +230,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
         with _user_errors():
             ex.export_checkpoint(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16,
                                  tensorrt, flip_average, ensemble, shift_average=shift_average,
-                                 readings=readings, echo=click.echo)
+                                 readings=readings, shape_correction=shape_correction, echo=click.echo)
     except ex.ParityError as e:
         raise click.ClickException(str(e)) from None
     except ex.TensorRTUnavailable as e:
@@ -235,6 +238,44 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
         sys.exit(3)
     except ex.ExportError as e:
         raise Fail(str(e)) from None
+
+
+@main.command("shape-fit", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The 300-W folder: the training split is fitted, the validation split reported.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The correction (.npz) for "
+              "`fkp-train export --shape-correction`.")
+@click.option("--ridge", default=1000.0, show_default=True, type=float,
+              help="Ridge penalty of the regression (units of a mean shape of norm 100).")
+@click.option("--limit", type=click.IntRange(1), help="Use at most N training faces.")
+def shape_fit_command(model, data, out, ridge, limit):
+    """Fit a linear shape correction to MODEL's own readings of the training split.
+
+    \b
+    MODEL (a shipped name or an .onnx file made without --shape-correction) reads every training
+    face the way the runtime reads a new face, end to end from the detector. A ridge regression of
+    each reading, aligned to the mean shape, predicts its error; the validation split's first-frame
+    NME before and after is printed. Put the result into the graph with `fkp-train export
+    CHECKPOINT --shape-correction OUT`.
+    """
+    from fkp_live.card import ModelError
+
+    from . import shape_fit
+
+    if not out.endswith(".npz"):
+        raise Fail(f"--out {out}: the file name must end in .npz")
+    if not ridge > 0:
+        raise Fail(f"--ridge {ridge}: must be > 0")
+    try:
+        r = shape_fit.measure(model, data, ridge, limit, echo=click.echo)
+    except (shape_fit.ShapeFitError, ModelError) as e:
+        raise Fail(str(e)) from None
+    rep = r["report"]
+    command = " ".join(["fkp-train", "shape-fit", model, "--data", str(data), "--out", out, "--ridge", f"{ridge:g}"]
+                       + (["--limit", str(limit)] if limit else []))
+    shape_fit.save(out, r["params"], command=command, **{k: v for k, v in rep.items() if k != "model"})
+    click.echo(f"wrote {out}")
 
 
 @main.command("predict", context_settings=CONTEXT)

@@ -149,6 +149,34 @@ class Ensemble(nn.Module):
                 sum(c * w for (_, c), w in zip(outs, self.weights)))
 
 
+class ShapeCorrected(nn.Module):
+    """A linear shape correction (`train.shape_fit`) after the points, inside the graph: each
+    reading is aligned to the mean shape by its best similarity transform, a ridge regression of
+    the aligned reading gives its error in that frame, and the error, turned and scaled back, is
+    added. The same arithmetic as `shape_fit.apply`, for crop fractions as for pixels."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, weights: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32), persistent=False)
+        self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32), persistent=False)
+
+    def forward(self, image):
+        pts, logit = self.model(image)
+        c = pts - pts.mean(dim=1, keepdim=True)
+        m = self.mean
+        n = (c * c).sum(dim=(1, 2))
+        a = (c * m).sum(dim=(1, 2)) / n
+        b = (c[..., 0] * m[:, 1] - c[..., 1] * m[:, 0]).sum(dim=1) / n
+        a, b = a[:, None], b[:, None]
+        x, y = c[..., 0], c[..., 1]
+        q = torch.stack([a * x - b * y - m[:, 0], b * x + a * y - m[:, 1]], dim=-1).flatten(1)
+        r = (q @ self.weights[:-1] + self.weights[-1]).reshape(pts.shape)
+        det = a * a + b * b
+        back = torch.stack([(a * r[..., 0] + b * r[..., 1]) / det, (a * r[..., 1] - b * r[..., 0]) / det], dim=-1)
+        return pts + back, logit
+
+
 # --readings: what each net of an export reads, and how many readings that is
 READINGS = {"P": 1, "F": 2, "S": 2, "FS": 4, "X": 2}
 MIRRORED = frozenset({"F", "FS", "X"})  # read with the mirror image (FlipAverage)
@@ -273,7 +301,8 @@ def export_onnx(model: nn.Module, task: Task, out: Path, opset: int = OPSET) -> 
 
 def make_card(task: Task, name: str, metrics: dict | None = None, command: str = "",
               data: str = "", box_calibration: dict | None = None, flip_average: bool = False,
-              ensemble: int = 1, shift_average: int = 0, readings: list[str] | None = None) -> ModelCard:
+              ensemble: int = 1, shift_average: int = 0, readings: list[str] | None = None,
+              shape_correction: dict | None = None) -> ModelCard:
     w, h = task.size
     parts = [f"{task.net} network, {w}x{h} {'grey' if task.channels == 1 else 'BGR'} input, {task.loss} "
              f"loss; task preset {task.name!r} ({task.mode} mode)"]
@@ -295,13 +324,18 @@ def make_card(task: Task, name: str, metrics: dict | None = None, command: str =
             parts.append("each crop averaged with its mirror image inside the graph")
         if shift_average:
             parts.append(f"and with the crop moved by +-{shift_average} px on the diagonal, inside the graph")
+    training = {"command": command, "data": data, "task": task.to_dict()}
+    if shape_correction:
+        parts.append("the points then corrected by a linear shape model fitted on the training split's "
+                     "runtime readings (`fkp-train shape-fit`), inside the graph")
+        training["shape_correction"] = shape_correction
     return ModelCard(
         name=name, schema=task.schema, input_size=w, channels=task.channels,
         mean=[MEAN] * task.channels, std=[STD] * task.channels,
         crop_scale=task.crop_scale, crop_rotate=task.crop_rotate,
         box_calibration=box_calibration or {},
         description="; ".join(parts),
-        training={"command": command, "data": data, "task": task.to_dict()},
+        training=training,
         metrics=metrics or {},
         licence=LICENCES.get(task.reader, ""),
     )
@@ -367,16 +401,18 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: np.ndarray) -> None:
     # The heatmap logits and the soft-argmax stay in float: 8-bit logits flatten the softmax and
     # the expected position collapses towards the crop centre (38% NME instead of 4.7% measured).
     # So does everything computed from them (a flip-averaged graph's averaging of the points).
-    graph = onnx.load(str(onnx_path)).graph
-    keep_float, tainted = [], set()
-    for n in graph.node:  # ONNX keeps nodes in topological order
-        if (n.op_type == "Conv" and "/heat" in n.name) or tainted.intersection(n.input):
-            keep_float.append(n.name)
-            tainted.update(n.output)
-    keep_float += leading_thin_convs(graph)
+    # Read from the graph as pre-processed: its optimiser fuses nodes (a MatMul and its Add into a
+    # Gemm, named anew), and a fused node missing from this list would be quantised.
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        graph = onnx.load(str(pre)).graph
+        keep_float, tainted = [], set()
+        for n in graph.node:  # ONNX keeps nodes in topological order
+            if (n.op_type == "Conv" and "/heat" in n.name) or tainted.intersection(n.input):
+                keep_float.append(n.name)
+                tainted.update(n.output)
+        keep_float += leading_thin_convs(graph)
         tmp = out.with_name(out.name + ".tmp")
         quantize_static(
             str(pre), str(tmp), Reader(calibration.astype(np.float32)),
@@ -557,7 +593,7 @@ def _latency(path: Path, size: int, channels: int) -> dict:
 def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
                       tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
                       tensorrt: bool = False, flip_average: bool = False, ensemble=(), shift_average: int = 0,
-                      readings: str | None = None, echo=_echo) -> ModelCard:
+                      readings: str | None = None, shape_correction=None, echo=_echo) -> ModelCard:
     """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
 
     `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
@@ -569,7 +605,8 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     d: each crop read moved by (+d, +d) and by (-d, -d) pixels, averaged (2x the work).
     `readings` ("F,P"): what each net reads instead (P plain, F and its mirror, S shifted by
     +-`shift_average`, FS both, X the crop moved by +`shift_average` and its mirror by -), the
-    nets weighted by their readings. `tensorrt`: also NAME.engine, built last (raises
+    nets weighted by their readings. `shape_correction`: a file from `fkp-train shape-fit`, applied
+    to the points inside the graph (`ShapeCorrected`). `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
@@ -592,6 +629,15 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
         box_cal = from_card(out.with_suffix(".json"))
     else:
         box_cal = {}
+    corr = None
+    if shape_correction:
+        from fkp_live import schemas
+
+        from .shape_fit import ShapeFitError, read as read_correction
+        try:
+            corr = read_correction(shape_correction, points=schemas.get(task.schema).n)
+        except ShapeFitError as e:
+            raise ExportError(f"--shape-correction {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     if readings:
         if flip_average:
@@ -607,6 +653,11 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     nets = [read_as(m, u, t, task.size[0], shift_average)
             for (m, t), u in zip([(model.eval(), task)] + [(m, t) for _, m, t in members], units)]
     model = nets[0] if len(nets) == 1 else Ensemble(nets, [READINGS[u] for u in units])
+    corr_info = None
+    if corr is not None:
+        model = ShapeCorrected(model, corr["mean"], corr["weights"]).eval()
+        corr_info = {"file": Path(shape_correction).name,
+                     **{k: v for k, v in corr.items() if k not in ("mean", "weights")}}
     export_onnx(model, task, out)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
     for i, other in enumerate(ensemble, 2):
@@ -614,7 +665,7 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
         cmd += f" ; ensemble net {i}: {c2 or other}"
     card = make_card(task, out.stem, command=cmd, data=train_data, box_calibration=box_cal,
                      flip_average=flip_average, ensemble=1 + len(members), shift_average=shift_average,
-                     readings=units if readings else None)
+                     readings=units if readings else None, shape_correction=corr_info)
     if data:
         val, _ = load_split(task, data, "val")
         crops, _ = crops_of(val, task, limit=32)
