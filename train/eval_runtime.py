@@ -13,26 +13,12 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
     `refine_shift`: the tracker's (None: its default, REFINE_SHIFT)."""
     import numpy as np
 
-    from fkp_live.track.tracker import Tracker
-
     from . import metrics
     from .datasets import load_split
     from .tasks import get
 
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
-    first, second, truth, missed = [], [], [], 0
-    tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
-                 redetect_every=10**6, refine_shift=refine_shift)
-    for s in samples:
-        tr.reset()
-        faces = tr(s.image)
-        if not faces:
-            missed += 1
-            continue
-        first.append(faces[0].raw)
-        again = tr(s.image) if tr.tracks else []  # the tracked pass may drop a face it doubts
-        second.append(again[0].raw if again else faces[0].raw)
-        truth.append(s.points)
+    first, second, truth, missed, tr = read_faces(samples, model, detector, refine_shift)
     t = np.array(truth)
     m = np.ones(t.shape[:2], bool)
     schema = tr.schema
@@ -45,6 +31,30 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
     if per_face:
         out["nmes"] = metrics.nme_per_sample(np.array(first), t, m, schema).tolist()
     return out
+
+
+def read_faces(samples, model: str, detector: str = "blazeface", refine_shift: float | None = None,
+               tracked: bool = True):
+    """Each sample's face read as the runtime meets a new one (first frame), and with `tracked` read
+    once more from those points (the next frame): (first, tracked, truth, missed, tracker), the
+    lists over the faces found (tracked is [] without `tracked`)."""
+    from fkp_live.track.tracker import Tracker
+
+    first, second, truth, missed = [], [], [], 0
+    tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
+                 redetect_every=10**6, refine_shift=refine_shift)
+    for s in samples:
+        tr.reset()
+        faces = tr(s.image)
+        if not faces:
+            missed += 1
+            continue
+        first.append(faces[0].raw)
+        if tracked:
+            again = tr(s.image) if tr.tracks else []  # the tracked pass may drop a face it doubts
+            second.append(again[0].raw if again else faces[0].raw)
+        truth.append(s.points)
+    return first, second, truth, missed, tr
 
 
 def region_errors(pred, truth, mask, schema) -> dict:

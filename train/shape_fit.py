@@ -127,24 +127,13 @@ def read(path, points: int | None = None) -> dict:
 
 def runtime_reads(model: str, data, split: str, limit: int | None = None):
     """Each face's first-frame reading of a split, end to end from the detector as the runtime reads
-    a new face: (readings, truth) of the faces found, and how many were missed."""
-    from fkp_live.track.tracker import Tracker
-
+    a new face: (readings, truth) of the faces found, how many were missed, and the tracker."""
     from .datasets import load_split
+    from .eval_runtime import read_faces
     from .tasks import get
 
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
-    samples = samples[:limit]
-    tr = Tracker(model=model, device="cpu", threads=1, smooth=0, max_faces=1, redetect_every=10**6)
-    pred, truth, missed = [], [], 0
-    for s in samples:
-        tr.reset()
-        faces = tr(s.image)
-        if not faces:
-            missed += 1
-            continue
-        pred.append(faces[0].raw)
-        truth.append(s.points)
+    pred, _, truth, missed, tr = read_faces(samples[:limit], model, tracked=False)
     return np.array(pred), np.array(truth), missed, tr
 
 
