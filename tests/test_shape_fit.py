@@ -207,3 +207,13 @@ def test_shape_fit_on_real_faces(tmp_path):
     assert c["train_faces"] + c["train_missed"] == 300 and c["val_faces"] == 107
     assert c["train_nme_after"] < c["train_nme_before"] - 0.03, c
     assert c["fitted_on"] == "ibug68.int8.onnx" and "--limit 300" in c["command"]
+
+
+def test_shape_fit_refuses_a_model_of_other_points_and_a_folder_that_is_not_300w(tmp_path):
+    run = CliRunner().invoke
+    r = run(fkp_train, ["shape-fit", "imm58", "--data", str(tmp_path), "--out", str(tmp_path / "c.npz")])
+    assert r.exit_code == 2 and "imm58" in r.output and "68-point" in r.output, r.output
+    (tmp_path / "photos").mkdir()
+    r = run(fkp_train, ["shape-fit", "fast", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "c.npz")])
+    assert r.exit_code == 2 and "photos" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "c.npz").exists()

@@ -268,12 +268,13 @@ def shape_fit_command(model, data, out, ridge, limit):
     if not ridge > 0:
         raise Fail(f"--ridge {ridge}: must be > 0")
     try:
-        r = shape_fit.measure(model, data, ridge, limit, echo=click.echo)
+        with _user_errors():
+            r = shape_fit.measure(model, data, ridge, limit, echo=click.echo)
     except (shape_fit.ShapeFitError, ModelError) as e:
         raise Fail(str(e)) from None
     rep = r["report"]
-    command = " ".join(["fkp-train", "shape-fit", model, "--data", str(data), "--out", out, "--ridge", f"{ridge:g}"]
-                       + (["--limit", str(limit)] if limit else []))
+    command = shlex.join(["fkp-train", "shape-fit", model, "--data", str(data), "--out", out, "--ridge", f"{ridge:g}"]
+                         + (["--limit", str(limit)] if limit else []))
     shape_fit.save(out, r["params"], command=command, **{k: v for k, v in rep.items() if k != "model"})
     click.echo(f"wrote {out}")
 

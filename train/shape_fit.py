@@ -146,7 +146,11 @@ def measure(model: str, data, ridge: float = 1000.0, limit: int | None = None, e
     from . import metrics
 
     onnx_path, card_path = resolve(model)
-    if ModelCard.load(card_path).training.get("shape_correction"):
+    card = ModelCard.load(card_path)
+    if card.schema != "ibug68":
+        raise ShapeFitError(f"{onnx_path}: reads {card.schema} points; shape-fit fits 68-point (ibug68) "
+                            "models on a 300-W folder")
+    if card.training.get("shape_correction"):
         raise ShapeFitError(f"{onnx_path}: this model already applies a shape correction (see its card); "
                             "fit on the export made without --shape-correction")
     pred, truth, missed, tr = runtime_reads(model, data, "train", limit)
