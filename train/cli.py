@@ -338,14 +338,23 @@ def plot_command(run, data, split, out):
 @click.option("--refine-shift", type=click.FloatRange(min=0), metavar="PX",
               help="As fkp-live's: a new face's second read is the mean of two copies of its crop moved PX "
                    "model pixels along the diagonal; 0 reads the crop once [default: the runtime's, 3].")
-def eval_runtime_command(models, data, split, detector, ced_png, refine_shift):
+@click.option("--dlib-model", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Also score dlib's 68-point predictor with its own HOG detector (this file: "
+                   "shape_predictor_68_face_landmarks.dat; needs dlib, e.g. `pip install dlib-bin "
+                   "face_recognition_models`), and draw it into --ced.")
+def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, dlib_model):
     """Accuracy of shipped or exported models the way the runtime meets a new face: the
     detector's box, the card's box calibration, the model (a new face is read from the box, then
     again from the crop its points give, moved both ways by --refine-shift: the first frame) and one
     more pass from those points (what tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
-    object per model, with the first frame's error per face region."""
-    from .eval_runtime import evaluate_runtime
+    object per model, with the first frame's error per face region; --dlib-model adds dlib's."""
+    from .eval_runtime import DlibUnavailable, evaluate_dlib, evaluate_runtime, load_dlib
 
+    if dlib_model:  # before the long part: a missing dlib or file fails at once
+        try:
+            load_dlib(dlib_model)
+        except DlibUnavailable as e:
+            raise Fail(str(e)) from None
     curves = {}
     for model in models:
         with _user_errors():
@@ -356,10 +365,22 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift):
             stem = Path(out["file"]).stem
             curves[stem if model.endswith(".onnx") else f"{model} ({stem})"] = nmes
         click.echo(json.dumps(out, indent=2))
+    if dlib_model:
+        try:
+            with _user_errors():
+                out = evaluate_dlib(dlib_model, data, split, per_face=bool(ced_png))
+        except DlibUnavailable as e:  # a predictor of other than 68 points
+            raise Fail(str(e)) from None
+        nmes = out.pop("nmes", None)
+        if nmes is not None:
+            lost, found = out["missed"], out["faces"]
+            curves["dlib 68 + HOG" + (f" ({lost} of {lost + found} faces not found)" if lost else "")] = nmes
+        click.echo(json.dumps(out, indent=2))
     if ced_png:
         from .plots import ced_curves
 
-        click.echo(f"wrote {ced_curves(curves, ced_png, title=f'300-W {split} split, end to end from {detector}')}")
+        title = f"300-W {split} split, end to end from {detector}" + (" (dlib: its HOG detector)" if dlib_model else "")
+        click.echo(f"wrote {ced_curves(curves, ced_png, title=title)}")
 
 
 @main.command("bench", context_settings=CONTEXT)
