@@ -23,6 +23,20 @@ needs_shipped_model = pytest.mark.skipif(
     reason="the shipped default models/ibug68.int8.onnx + .json is not there yet (accuracy tests wait for it)")
 
 
+def dlib_model_file() -> Path:
+    """dlib's shape_predictor_68_face_landmarks.dat as `pip install face_recognition_models` ships
+    it; skips the calling test when dlib or that file is not installed."""
+    import importlib.util
+
+    pytest.importorskip("dlib", reason="dlib is not installed (pip install dlib-bin)")
+    spec = importlib.util.find_spec("face_recognition_models")
+    where = list(spec.submodule_search_locations or []) if spec else []
+    f = Path(where[0]) / "models" / "shape_predictor_68_face_landmarks.dat" if where else None
+    if f is None or not f.is_file():
+        pytest.skip("dlib's 68-point model is not installed (pip install face_recognition_models)")
+    return f
+
+
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory) -> Path:
     """A small real ONNX model + card (see fake_model)."""

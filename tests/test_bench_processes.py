@@ -1,29 +1,21 @@
 """`fkp-live bench VIDEO --processes-only`: fkp-live and MediaPipe FaceMesh (and dlib when it and its
 model are installed) run as whole processes on the user's clip, alternating; the table and the
 ratios are printed and written as JSON. Figures are not asserted (shared, noisy machines)."""
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fkp_live.bench import bench
+
+from conftest import dlib_model_file
 from runtime_helpers import demo_frames, write_video
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("bench") / "talk.mp4", demo_frames(24)[0])
-
-
-def _dlib_model():
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    f = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    return f if f.is_file() else None
 
 
 def _check_table(out, data, programs):
@@ -57,10 +49,7 @@ def test_a_missing_dlib_model_is_named_before_anything_runs(clip, tmp_path):
 
 
 def test_dlib_joins_the_side_by_side_when_installed(clip, tmp_path):
-    pytest.importorskip("dlib", reason="dlib is not installed (pip install dlib-bin)")
-    model = _dlib_model()
-    if model is None:
-        pytest.skip("dlib's 68-point model is not installed (pip install face_recognition_models)")
+    model = dlib_model_file()
     js = tmp_path / "t.json"
     r = CliRunner().invoke(bench, [str(clip), "--processes-only", "--pairs", "1", "--json", str(js),
                                    "--dlib-model", str(model)])

@@ -1,25 +1,14 @@
 """`fkp-train eval-runtime --dlib-model`: dlib's 68-point predictor scored on the same split and
 drawn into the CED when dlib is there, and a clear error (before the long part) when it is not."""
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from train.cli import main as fkp_train
 
-from conftest import DATA
-
-
-def _dlib_model() -> Path | None:
-    """shape_predictor_68_face_landmarks.dat as the face_recognition_models package ships it."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    f = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    return f if f.is_file() else None
+from conftest import DATA, dlib_model_file
 
 
 def test_without_dlib_the_option_is_a_clear_error_at_once(tmp_path, monkeypatch):
@@ -43,10 +32,7 @@ def test_a_missing_or_wrong_dlib_model_file_is_named(tmp_path):
 
 
 def test_dlib_is_scored_and_drawn_on_real_faces(tmp_path):
-    pytest.importorskip("dlib", reason="dlib is not installed (pip install dlib-bin)")
-    model = _dlib_model()
-    if model is None:
-        pytest.skip("dlib's 68-point model is not installed (pip install face_recognition_models)")
+    model = dlib_model_file()
     if not (DATA / "300w").is_dir():
         pytest.skip(f"{DATA / '300w'} not found (shared data is only in CI and dev checkouts)")
     png = tmp_path / "ced.png"
