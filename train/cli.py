@@ -246,7 +246,7 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
               help="The 300-W folder: the training split is fitted, the validation split reported.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The correction (.npz) for "
               "`fkp-train export --shape-correction`.")
-@click.option("--ridge", default=1000.0, show_default=True, type=float,
+@click.option("--ridge", default=1000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Ridge penalty of the regression (units of a mean shape of norm 100).")
 @click.option("--limit", type=click.IntRange(1), help="Use at most N training faces.")
 def shape_fit_command(model, data, out, ridge, limit):
@@ -265,8 +265,6 @@ def shape_fit_command(model, data, out, ridge, limit):
 
     if not out.endswith(".npz"):
         raise Fail(f"--out {out}: the file name must end in .npz")
-    if not ridge > 0:
-        raise Fail(f"--ridge {ridge}: must be > 0")
     try:
         with _user_errors():
             r = shape_fit.measure(model, data, ridge, limit, echo=click.echo)
@@ -350,9 +348,10 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
     object per model, with the first frame's error per face region; --dlib-model adds dlib's."""
     from .eval_runtime import DlibUnavailable, evaluate_dlib, evaluate_runtime, load_dlib
 
+    dlib_loaded = None
     if dlib_model:  # before the long part: a missing dlib or file fails at once
         try:
-            load_dlib(dlib_model)
+            dlib_loaded = load_dlib(dlib_model)
         except DlibUnavailable as e:
             raise Fail(str(e)) from None
     curves = {}
@@ -368,7 +367,7 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
     if dlib_model:
         try:
             with _user_errors():
-                out = evaluate_dlib(dlib_model, data, split, per_face=bool(ced_png))
+                out = evaluate_dlib(dlib_model, data, split, per_face=bool(ced_png), loaded=dlib_loaded)
         except DlibUnavailable as e:  # a predictor of other than 68 points
             raise Fail(str(e)) from None
         nmes = out.pop("nmes", None)

@@ -11,25 +11,38 @@ def evaluate_runtime(model: str, data, split: str = "test", detector: str = "bla
     the first frame's mean error per face region (% of the inter-ocular distance). With `per_face`
     the first frame's per-face NMEs come back too (under "nmes", a list, for CED curves).
     `refine_shift`: the tracker's (None: its default, REFINE_SHIFT)."""
-    import numpy as np
-
-    from . import metrics
     from .datasets import load_split
     from .tasks import get
 
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
     first, second, truth, missed, tr = read_faces(samples, model, detector, refine_shift)
-    t = np.array(truth)
-    m = np.ones(t.shape[:2], bool)
-    schema = tr.schema
     out = {"model": model, "file": tr.landmarker.onnx_path.name, "split": split, "detector": detector,
-           "refine_shift": tr.refine_shift, "faces": len(t), "missed": missed}
-    for name, p in (("first_frame", first), ("tracked", second)):
-        r = metrics.summary(np.array(p), t, m, schema)
-        out[name] = {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")}
-    out["first_frame_regions"] = region_errors(np.array(first), t, m, schema)
+           "refine_shift": tr.refine_shift, "faces": len(truth), "missed": missed}
+    ff = scores(first, truth, per_face)
+    out["first_frame"] = ff.pop("first_frame")
+    out["tracked"] = scores(second, truth)["first_frame"]
+    out.update(ff)  # the regions (and per-face NMEs) after both, as they have always printed
+    return out
+
+
+def scores(pred, truth, per_face: bool = False) -> dict:
+    """A first frame's readings (lists or arrays of (68, 2)) against the truth: {"first_frame":
+    NME, AUC@0.08, FR@0.08 and mean pixel error; "first_frame_regions": the mean error per face
+    part; with `per_face` "nmes", each face's NME (a fraction, for CED curves)}."""
+    import numpy as np
+
+    from fkp_live import schemas
+
+    from . import metrics
+
+    p, t = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    m = np.ones(t.shape[:2], bool)
+    schema = schemas.get("ibug68")
+    r = metrics.summary(p, t, m, schema)
+    out = {"first_frame": {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")},
+           "first_frame_regions": region_errors(p, t, m, schema)}
     if per_face:
-        out["nmes"] = metrics.nme_per_sample(np.array(first), t, m, schema).tolist()
+        out["nmes"] = metrics.nme_per_sample(p, t, m, schema).tolist()
     return out
 
 
@@ -57,46 +70,37 @@ def load_dlib(model_path):
     return dlib.get_frontal_face_detector(), predictor
 
 
-def evaluate_dlib(model_path, data, split: str = "test", per_face: bool = False) -> dict:
+def evaluate_dlib(model_path, data, split: str = "test", per_face: bool = False, loaded=None) -> dict:
     """dlib's 68-point shape predictor (`model_path`: shape_predictor_68_face_landmarks.dat) with its
     own HOG face detector (upsampled once, the highest-scoring face) on a 300-W split, scored like
-    `evaluate_runtime`'s first frame. Raises DlibUnavailable without dlib or the file."""
+    `evaluate_runtime`'s first frame. `loaded`: what `load_dlib(model_path)` gave, if already called.
+    Raises DlibUnavailable without dlib or the file."""
     from pathlib import Path
 
     import cv2
     import numpy as np
 
-    from fkp_live import schemas
-
-    from . import metrics
     from .datasets import load_split
     from .tasks import get
 
-    detector, predictor = load_dlib(model_path)
+    detector, predictor = loaded or load_dlib(model_path)
     path = Path(model_path)
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
     pred, truth, missed = [], [], 0
     for s in samples:
         grey = cv2.cvtColor(s.image, cv2.COLOR_BGR2GRAY)
-        boxes, scores, _ = detector.run(grey, 1)
+        boxes, confidence, _ = detector.run(grey, 1)
         if not len(boxes):
             missed += 1
             continue
-        shape = predictor(grey, boxes[int(np.argmax(scores))])
+        shape = predictor(grey, boxes[int(np.argmax(confidence))])
         if shape.num_parts != 68:
             raise DlibUnavailable(f"--dlib-model {path}: gives {shape.num_parts} points, not 68")
         pred.append([(q.x, q.y) for q in shape.parts()])
         truth.append(s.points)
-    schema = schemas.get("ibug68")
-    p, t = np.array(pred, np.float64), np.array(truth)
-    m = np.ones(t.shape[:2], bool)
-    r = metrics.summary(p, t, m, schema)
     out = {"model": "dlib", "file": path.name, "split": split, "detector": "dlib HOG (upsampled once)",
-           "faces": len(t), "missed": missed,
-           "first_frame": {k: round(r[k], 4) for k in ("nme_io", "auc@0.08", "fr@0.08", "mean_px")},
-           "first_frame_regions": region_errors(p, t, m, schema)}
-    if per_face:
-        out["nmes"] = metrics.nme_per_sample(p, t, m, schema).tolist()
+           "faces": len(truth), "missed": missed}
+    out.update(scores(pred, truth, per_face))
     return out
 
 

@@ -143,7 +143,7 @@ def measure(model: str, data, ridge: float = 1000.0, limit: int | None = None, e
     applied to each face's final reading; the export applies it to every read)."""
     from fkp_live.card import ModelCard, resolve
 
-    from . import metrics
+    from .eval_runtime import scores
 
     onnx_path, card_path = resolve(model)
     card = ModelCard.load(card_path)
@@ -155,12 +155,11 @@ def measure(model: str, data, ridge: float = 1000.0, limit: int | None = None, e
                             "fit on the export made without --shape-correction")
     pred, truth, missed, tr = runtime_reads(model, data, "train", limit)
     params = fit(pred, truth, ridge)
-    schema = tr.schema
     report = {"model": model, "fitted_on": tr.landmarker.onnx_path.name, "ridge": ridge, "train_faces": len(pred),
               "train_missed": missed}
 
     def nme(p, t):
-        return round(100 * float(metrics.nme_per_sample(p, t, np.ones(t.shape[:2], bool), schema).mean()), 4)
+        return scores(p, t)["first_frame"]["nme_io"]
 
     report["train_nme_before"], report["train_nme_after"] = nme(pred, truth), nme(apply(pred, **params), truth)
     vp, vt, vmissed, _ = runtime_reads(model, data, "val")
