@@ -170,9 +170,12 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
     data = [w for w, s in zip(writers, sinks) if not getattr(s, "picture", False)]
     still = getattr(source, "still", False) if still is None else still
     if hasattr(source, "lazy_bgr"):
-        # nothing downstream looks at the pixels but the tracker (which reads grey crops from the
-        # video's Y plane and converts only the frames it detects faces in): skip the conversion
-        source.lazy_bgr = not pictures and not reads_pixels(sinks)
+        # nothing downstream needs BGR pixels: the tracker reads grey crops from the video's Y plane
+        # and converts only the frames it detects faces in, and the overlay and the MP4 encoder
+        # take the decoder's I420 as it is (`yuv`): skip the conversion
+        takes_i420 = all(getattr(s, "yuv", False) for s in sinks if getattr(s, "picture", False))
+        source.lazy_bgr = (not reads_pixels(sinks) and takes_i420
+                           and (not pictures or overlay is None or getattr(overlay, "yuv", False)))
     prefetch = threads and getattr(source, "prefetch", False)
     ahead = getattr(tracker, "read_ahead", None)  # work that does not depend on what is tracked
     # done in the reading thread when there is one (its seconds added to their stages at the end),

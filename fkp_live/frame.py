@@ -18,14 +18,16 @@ class Frame:
 
     A video source may hand over a frame whose BGR picture is made only when first asked for
     (`convert`), with the decoder's Y plane (`luma`) at once: a run that writes only data (CSV,
-    JSON Lines) then never converts a frame it does not detect faces in.
+    JSON Lines) then never converts a frame it does not detect faces in. With the decoder's whole
+    I420 picture (`i420`) too, a run whose outputs take I420 (the overlay, the MP4 encoder) keeps
+    the frame in the video's own YUV from decoder to encoder and converts none of it.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
-                 convert: Callable[[], np.ndarray] | None = None):
+                 convert: Callable[[], np.ndarray] | None = None, i420: np.ndarray | None = None):
         self.index = index
         self.pts_seconds = pts_seconds  # presentation time; None for stills
         self._image = image  # BGR uint8, (H, W, 3), C-contiguous
@@ -41,6 +43,10 @@ class Frame:
         # The detector's faces when it ran ahead, in the reading thread (image folders: every
         # picture is detected afresh, so detection overlaps the model); None: not run yet
         self.detections = None
+        # The decoder's picture as limited-range BT.601 I420, (H * 3 / 2, W) uint8 (Y rows, then U
+        # and V at half resolution), from which `convert` makes the BGR one; `luma` is its top
+        # (H, W). It is the frame's picture until the BGR one is made (see `picture_i420`)
+        self.i420 = i420
 
     @property
     def image(self) -> np.ndarray:
@@ -48,6 +54,12 @@ class Frame:
             self._image = self._convert()
             self._convert = None
         return self._image
+
+    @property
+    def picture_i420(self) -> np.ndarray | None:
+        """The I420 picture while it is the frame's picture (no BGR one made yet), else None. What
+        is drawn on it shows in the BGR picture made later; once that exists, it is the picture."""
+        return self.i420 if self._image is None else None
 
     @property
     def converted(self) -> bool:

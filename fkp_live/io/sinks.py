@@ -191,6 +191,7 @@ class Mp4Sink(Sink):
     FRAGMENT_SECONDS = 1.0
     picture = True
     threaded = True  # the run engine may encode it in its own thread (one writer at a time)
+    yuv = True  # takes a frame's I420 picture as it is (`Frame.picture_i420`): no BGR needed
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, audio_from: str | os.PathLike | None = None,
                  crf: int = 20, preset: str = DEFAULT_PRESET, what: str = "--output", staged: bool = True,
@@ -291,21 +292,32 @@ class Mp4Sink(Sink):
         return image
 
     def write(self, frame, faces=()) -> None:
-        """Encode `frame.image` at `frame.pts_seconds` (the faces are already drawn on it)."""
-        self.write_image(frame.image, frame.pts_seconds)
+        """Encode the frame's picture at `frame.pts_seconds` (the faces are already drawn on it):
+        its I420 planes as they are while they are its picture, else `frame.image`."""
+        i420 = getattr(frame, "picture_i420", None)
+        if i420 is not None and (self._size is None or self._size == (i420.shape[1], i420.shape[0] * 2 // 3)):
+            self.write_image(None, frame.pts_seconds, i420=i420)
+        else:
+            self.write_image(frame.image, frame.pts_seconds)
 
-    def write_image(self, image: np.ndarray, pts_seconds: float | None = None) -> None:
+    def write_image(self, image: np.ndarray | None, pts_seconds: float | None = None,
+                    i420: np.ndarray | None = None) -> None:
+        """Encode a BGR `image`, or `i420` (limited-range BT.601 planes of even size, (H * 3 / 2, W),
+        the size of the first frame) in its place."""
         import av
 
         if self._video is None:
-            self._start(image.shape[1], image.shape[0])
+            if i420 is not None:
+                self._start(i420.shape[1], i420.shape[0] * 2 // 3)
+            else:
+                self._start(image.shape[1], image.shape[0])
         t = pts_seconds if pts_seconds is not None else self.frames / self.fps
         pts = int(round(t / self.TIME_BASE))
         if pts <= self._last_pts:  # timestamps must rise; a repeated or reordered one is nudged
             pts = self._last_pts + 1
         # OpenCV's BGR -> I420 (limited-range BT.601, what H.264 players assume untagged) is ~3x
         # faster than swscale's default and keeps greys grey
-        yuv = cv2.cvtColor(self._fit(image), cv2.COLOR_BGR2YUV_I420)
+        yuv = i420 if i420 is not None else cv2.cvtColor(self._fit(image), cv2.COLOR_BGR2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts, frame.time_base = pts, self.TIME_BASE
         if self.failed is not None:

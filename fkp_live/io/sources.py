@@ -119,13 +119,13 @@ class VideoSource(Source):
                     t = None
                 if turn == -1:
                     turn = self._rotation(frame)
-                convert, luma = _converter(frame)
+                convert, luma, i420 = _converter(frame)
                 if turn is not None:
                     yield Frame(i, t, cv2.rotate(convert(), turn))
                 elif self.lazy_bgr:
-                    yield Frame(i, t, luma=luma, convert=convert)
+                    yield Frame(i, t, luma=luma, convert=convert, i420=i420)
                 else:
-                    yield Frame(i, t, convert(), luma=luma)
+                    yield Frame(i, t, convert(), luma=luma, i420=i420)
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -185,21 +185,25 @@ class VideoSource(Source):
 _BT601 = {2, 5, 6}  # unspecified, BT470BG, SMPTE170M: the matrix OpenCV's I420 conversion uses
 
 
-def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None]:
-    """A decoded frame -> (a function making its BGR image, its limited-range Y plane or None).
+def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None, np.ndarray | None]:
+    """A decoded frame -> (a function making its BGR image, its limited-range Y plane or None,
+    its I420 planes or None).
 
-    The Y plane is read out now (one copy of the frame's planes); the BGR picture can wait."""
+    The planes are read out now (one copy of them); the BGR picture can wait. The Y plane comes for
+    4:2:0 video of even size; the I420 planes only where the BGR picture is OpenCV's conversion of
+    exactly them (limited-range BT.601), the case the overlay and the MP4 encoder take as they are
+    (`Frame.i420`), with the colours the BGR round trip gave."""
     def swscale() -> np.ndarray:
         return to_bgr(frame.to_ndarray(format="bgr24"))
 
     if frame.format.name != "yuv420p" or (frame.width | frame.height) & 1 or frame.color_range == 2:
-        return swscale, None
+        return swscale, None, None
     i420 = frame.to_ndarray()
     if frame.colorspace in _BT601:
         # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better;
         # it applies to the common case (limited-range BT.601 4:2:0)
-        return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height]
-    return swscale, i420[:frame.height]
+        return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height], i420
+    return swscale, i420[:frame.height], None
 
 
 def _av_reason(e: Exception) -> str:

@@ -50,9 +50,23 @@ def colour(face_id: int) -> tuple[int, int, int]:
 
 def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: float | None = None) -> np.ndarray:
     """Draw onto `image` (BGR uint8, modified in place, and returned)."""
-    if not layers:
-        return image
     h, w = image.shape[:2]
+    _draw(_Bgr(image), h, w, faces, schema, layers, fps)
+    return image
+
+
+def draw_i420(i420: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: float | None = None) -> np.ndarray:
+    """Draw onto a limited-range BT.601 I420 picture ((H * 3 / 2, W) uint8, modified in place, and
+    returned): the same overlay as `draw` on its BGR conversion, drawn on the Y plane at full
+    resolution and on U and V at half, so a video's frames need no conversion to BGR and back."""
+    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    _draw(_I420(i420, h, w), h, w, faces, schema, layers, fps)
+    return i420
+
+
+def _draw(paint, h: int, w: int, faces, schema: Schema, layers, fps: float | None) -> None:
+    if not layers:
+        return
     # line widths grow with the frame so the overlay stays visible on 4K and readable on 320px
     th = max(1, round(max(h, w) / 640))
     for f in faces:
@@ -60,30 +74,108 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
         pts = f.points
         whole = np.round(pts).astype(np.int32)
         if "contours" in layers and schema.lines:
-            cv2.polylines(image, [whole[idx] for idx in schema.line_arrays()], False, col, th, cv2.LINE_AA)
+            paint.polylines([whole[idx] for idx in schema.line_arrays()], col, th)
         if "points" in layers:
-            r, dot = max(1, th), (255, 255, 255) if "contours" in layers else col
-            for x, y in whole.tolist():
-                cv2.circle(image, (x, y), r, dot, -1, cv2.LINE_AA)
+            paint.dots(whole, max(1, th), (255, 255, 255) if "contours" in layers else col)
         if "box" in layers:
             x0, y0, x1, y1 = (int(round(v)) for v in f.box)
-            cv2.rectangle(image, (x0, y0), (x1, y1), col, th, cv2.LINE_AA)
+            paint.rectangle((x0, y0), (x1, y1), col, th)
         if "pose" in layers:
-            _draw_pose(image, getattr(f, "analysis", None), th)
+            _draw_pose(paint, getattr(f, "analysis", None), th)
         if "ids" in layers:
             x0, y0 = int(round(f.box[0])), int(round(f.box[1]))
-            cv2.putText(image, f"{f.id}", (x0, max(y0 - 6 * th, 12 * th)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.5 * th, col, th, cv2.LINE_AA)
+            paint.text(f"{f.id}", (x0, max(y0 - 6 * th, 12 * th)), 0.5 * th, col, th)
     if "fps" in layers and fps:
-        cv2.putText(image, f"{fps:.0f} fps", (8 * th, 22 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * th,
-                    (255, 255, 255), th, cv2.LINE_AA)
-    return image
+        paint.text(f"{fps:.0f} fps", (8 * th, 22 * th), 0.6 * th, (255, 255, 255), th)
+
+
+class _Bgr:
+    """The overlay's drawing calls on a BGR picture."""
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+
+    def polylines(self, lines, col, th: int) -> None:
+        cv2.polylines(self.image, lines, False, col, th, cv2.LINE_AA)
+
+    def dots(self, pts: np.ndarray, r: int, col) -> None:
+        image = self.image
+        for x, y in pts.tolist():
+            cv2.circle(image, (x, y), r, col, -1, cv2.LINE_AA)
+
+    def rectangle(self, p0, p1, col, th: int) -> None:
+        cv2.rectangle(self.image, p0, p1, col, th, cv2.LINE_AA)
+
+    def line(self, p0, p1, col, th: int) -> None:
+        cv2.line(self.image, p0, p1, col, th, cv2.LINE_AA)
+
+    def text(self, text: str, org, scale: float, col, th: int) -> None:
+        cv2.putText(self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, col, th, cv2.LINE_AA)
+
+
+_YUV: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+
+
+def yuv_of(col: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A BGR colour's (Y, U, V) in limited-range BT.601, as OpenCV's BGR -> I420 gives it."""
+    if col not in _YUV:
+        i420 = cv2.cvtColor(np.full((2, 2, 3), col, np.uint8), cv2.COLOR_BGR2YUV_I420).ravel()
+        _YUV[col] = (int(i420[0]), int(i420[4]), int(i420[5]))
+    return _YUV[col]
+
+
+class _I420:
+    """The same calls on an I420 picture: each drawn on the Y plane, then on U and V at half
+    resolution (coordinates halved through OpenCV's fixed-point `shift`, widths halved, rounding
+    up), each plane in the colour's own Y, U or V value."""
+
+    def __init__(self, i420: np.ndarray, h: int, w: int):
+        flat, n, c = i420.reshape(-1), h * w, (h // 2) * (w // 2)  # Y, then U, then V, each packed
+        self.y = i420[:h]
+        self.uv = (flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:n + 2 * c].reshape(h // 2, w // 2))
+
+    def polylines(self, lines, col, th: int) -> None:
+        y, u, v = yuv_of(col)
+        cv2.polylines(self.y, lines, False, y, th, cv2.LINE_AA)
+        for plane, c in zip(self.uv, (u, v)):
+            cv2.polylines(plane, lines, False, c, _half(th), cv2.LINE_AA, 1)
+
+    def dots(self, pts: np.ndarray, r: int, col) -> None:
+        y, u, v = yuv_of(col)
+        pl, (pu, pv) = self.y, self.uv
+        for x, yy in pts.tolist():
+            cv2.circle(pl, (x, yy), r, y, -1, cv2.LINE_AA)
+            cv2.circle(pu, (x, yy), r, u, -1, cv2.LINE_AA, 1)
+            cv2.circle(pv, (x, yy), r, v, -1, cv2.LINE_AA, 1)
+
+    def rectangle(self, p0, p1, col, th: int) -> None:
+        y, u, v = yuv_of(col)
+        cv2.rectangle(self.y, p0, p1, y, th, cv2.LINE_AA)
+        for plane, c in zip(self.uv, (u, v)):
+            cv2.rectangle(plane, p0, p1, c, _half(th), cv2.LINE_AA, 1)
+
+    def line(self, p0, p1, col, th: int) -> None:
+        y, u, v = yuv_of(col)
+        cv2.line(self.y, p0, p1, y, th, cv2.LINE_AA)
+        for plane, c in zip(self.uv, (u, v)):
+            cv2.line(plane, p0, p1, c, _half(th), cv2.LINE_AA, 1)
+
+    def text(self, text: str, org, scale: float, col, th: int) -> None:
+        y, u, v = yuv_of(col)
+        cv2.putText(self.y, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, y, th, cv2.LINE_AA)
+        half = (org[0] // 2, org[1] // 2)  # putText has no shift: its origin and size are halved
+        for plane, c in zip(self.uv, (u, v)):
+            cv2.putText(plane, text, half, cv2.FONT_HERSHEY_SIMPLEX, scale / 2, c, _half(th), cv2.LINE_AA)
+
+
+def _half(th: int) -> int:
+    return max(1, (th + 1) // 2)
 
 
 _AXES = (((0, 0, 255), (45.0, 0.0, 0.0)), ((0, 200, 0), (0.0, 45.0, 0.0)), ((255, 80, 0), (0.0, 0.0, -45.0)))
 
 
-def _draw_pose(image: np.ndarray, analysis, th: int) -> None:
+def _draw_pose(paint, analysis, th: int) -> None:
     pose = getattr(analysis, "pose", None)
     if pose is None:
         return
@@ -95,14 +187,16 @@ def _draw_pose(image: np.ndarray, analysis, th: int) -> None:
         return
     o = tuple(int(round(v)) for v in ends[0])
     for (col, _), e in zip(_AXES, ends[1:]):
-        cv2.line(image, o, (int(round(e[0])), int(round(e[1]))), col, th + 1, cv2.LINE_AA)
+        paint.line(o, (int(round(e[0])), int(round(e[1]))), col, th + 1)
 
 
 class Overlay:
     """Draws `layers` for every frame on a copy of it; keeps its own frame-rate estimate for 'fps'.
 
     copy=False draws on the frame's own picture, for a caller whose source makes a new picture for
-    every frame and whose other outputs do not read the undrawn one (a 1920x1080 copy is 0.5-1 ms)."""
+    every frame and whose other outputs do not read the undrawn one (a 1920x1080 copy is 0.5-1 ms);
+    on its I420 picture while it has no BGR one (`Frame.picture_i420`), which it then never needs
+    where the outputs take I420 too (`yuv`: the run engine then has the source leave BGR unmade)."""
 
     def __init__(self, schema: Schema, layers=DEFAULT_LAYERS, copy: bool = True):
         self.schema = schema
@@ -111,6 +205,11 @@ class Overlay:
         self._fps: float | None = None
         self._last: float | None = None
 
+    @property
+    def yuv(self) -> bool:
+        """Whether it draws on a frame's I420 picture as it is (it draws in place)."""
+        return not self.copy
+
     def __call__(self, frame, faces):
         now = time.perf_counter()
         if self._last is not None:
@@ -118,7 +217,11 @@ class Overlay:
             self._fps = 1.0 / dt if self._fps is None else 0.9 * self._fps + 0.1 / dt
         self._last = now
         if not self.copy:
-            draw(frame.image, faces, self.schema, self.layers, self._fps)
+            i420 = getattr(frame, "picture_i420", None)
+            if i420 is not None:
+                draw_i420(i420, faces, self.schema, self.layers, self._fps)
+            else:
+                draw(frame.image, faces, self.schema, self.layers, self._fps)
             return frame
         image = frame.image.copy()
         draw(image, faces, self.schema, self.layers, self._fps)
