@@ -23,11 +23,12 @@ class Frame:
     the frame in the video's own YUV from decoder to encoder and converts none of it.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420", "yuv_matrix")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
-                 convert: Callable[[], np.ndarray] | None = None, i420: np.ndarray | None = None):
+                 convert: Callable[[], np.ndarray] | None = None, i420: np.ndarray | None = None,
+                 yuv_matrix: str | None = None):
         self.index = index
         self.pts_seconds = pts_seconds  # presentation time; None for stills
         self._image = image  # BGR uint8, (H, W, 3), C-contiguous
@@ -43,10 +44,12 @@ class Frame:
         # The detector's faces when it ran ahead, in the reading thread (image folders: every
         # picture is detected afresh, so detection overlaps the model); None: not run yet
         self.detections = None
-        # The decoder's picture as limited-range BT.601 I420, (H * 3 / 2, W) uint8 (Y rows, then U
-        # and V at half resolution), from which `convert` makes the BGR one; `luma` is its top
-        # (H, W). It is the frame's picture until the BGR one is made (see `picture_i420`)
+        # The decoder's picture as limited-range I420, (H * 3 / 2, W) uint8 (Y rows, then U and V at
+        # half resolution, each packed), from which `convert` makes the BGR one; `luma` is its top
+        # (H, W). It is the frame's picture until the BGR one is made (see `picture_i420`).
+        # `yuv_matrix`: its colour matrix, "bt601" or "bt709"
         self.i420 = i420
+        self.yuv_matrix = yuv_matrix
 
     @property
     def image(self) -> np.ndarray:

@@ -8,11 +8,12 @@ import numpy as np
 
 
 def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = None, time_base=None,
-                faststart: bool = False, rotation: float | None = None, gop: int | None = None):
+                faststart: bool = False, rotation: float | None = None, gop: int | None = None,
+                bt709: bool = False):
     """Encode BGR frames to an H.264 file with PyAV; optional explicit pts (seconds) and an AAC
     tone of `audio_seconds`. `faststart`: the index at the front (as phones and web exports write
-    it); `rotation`: a display rotation in degrees; `gop`: frames per group of pictures.
-    Returns the path."""
+    it); `rotation`: a display rotation in degrees; `gop`: frames per group of pictures; `bt709`:
+    converted and tagged BT.709 (as HD cameras and phones write it). Returns the path."""
     import av
 
     path = Path(path)
@@ -27,12 +28,19 @@ def write_video(path, frames, fps=30, pts=None, audio_seconds: float | None = No
         v.options = {"preset": "ultrafast", **({"g": str(gop)} if gop else {})}
         if rotation is not None:
             v.set_display_rotation(rotation)
+        if bt709:
+            v.codec_context.colorspace = v.codec_context.color_primaries = v.codec_context.color_trc = 1
+            v.codec_context.color_range = 1
         a = None
         if audio_seconds:
             a = c.add_stream("aac", rate=44100)
             a.layout = "mono"
         for i, img in enumerate(frames):
             f = av.VideoFrame.from_ndarray(img, format="bgr24")
+            if bt709:
+                from av.video.reformatter import Colorspace
+
+                f = f.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
             t = pts[i] if pts is not None else i / fps
             f.pts, f.time_base = int(round(t / tb)), tb
             for p in v.encode(f):

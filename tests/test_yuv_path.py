@@ -89,12 +89,21 @@ def test_the_whole_overlay_on_i420_matches_the_bgr_one():
     assert (d.max(axis=2) > 60).mean() < 0.01
 
 
-def test_colours_convert_as_opencv_does():
-    for col in ((255, 255, 255), (0, 0, 0), (60, 180, 255), (0, 200, 0)):
+def test_colours_convert_as_opencv_and_ffmpeg_do():
+    from av.video.reformatter import Colorspace
+
+    for col in ((255, 255, 255), (0, 0, 0), (60, 180, 255), (0, 200, 0), (255, 80, 0)):
         y, u, v = yuv_of(col)
         planes = np.array([[y, y], [y, y], [u, v]], np.uint8)  # a 2x2 I420 picture
         back = cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)
         assert np.abs(back.astype(int) - np.array(col)).max() <= 3, col
+        # BT.709, against FFmpeg's own conversion
+        y, u, v = yuv_of(col, "bt709")
+        f = av.VideoFrame.from_ndarray(np.full((2, 2, 3), col, np.uint8), format="bgr24")
+        want = f.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709).to_ndarray().ravel()
+        assert np.abs(np.array([y, u, v]) - want[[0, 4, 5]].astype(int)).max() <= 2, col
+    with pytest.raises(ValueError, match="bt601"):
+        yuv_of((1, 2, 3), "bt2020")
 
 
 def test_mp4_encodes_a_frames_i420_as_it_is(tmp_path):
@@ -175,3 +184,59 @@ def test_outputs_that_need_bgr_keep_the_source_converting(tmp_path, model_path):
                 _Recording(tmp_path / "o.mp4", fps=30, **kw) as mp4:
             run(src, tr, [mp4], overlay=overlay)
             assert src.lazy_bgr is lazy
+
+
+def test_bt709_video_stays_bt709_and_keeps_its_colours(tmp_path, model_path):
+    """HD video is mostly tagged BT.709: its planes pass through too, the MP4 is tagged BT.709 as
+    the source was, and frames that were converted (the detector's) are encoded back by BT.709,
+    so every frame keeps the source's colours and the overlay's colours are right."""
+    from fkp_live.track.tracker import Tracker
+
+    frames = demo_frames(12)[0]
+    path = write_video(tmp_path / "v709.mp4", frames, bt709=True)
+    with VideoSource(path) as src:
+        src.lazy_bgr = True
+        first = next(iter(src))
+    assert first.yuv_matrix == "bt709" and first.picture_i420 is not None
+    with av.open(str(path)) as c:
+        swscale = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    np.testing.assert_array_equal(first.image, swscale)  # BGR by the frame's own matrix
+    out = tmp_path / "o.mp4"
+    with VideoSource(path) as src, Tracker(model=model_path, device="cpu") as tr, \
+            _Recording(out, fps=30) as mp4:
+        run(src, tr, [mp4], overlay=Overlay(tr.schema, ("box",), copy=False))
+    assert mp4.in_i420.count(False) >= 1 and mp4.in_i420.count(True) >= 8  # both kinds were encoded
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)
+        got = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    with VideoSource(path) as src:
+        plain = [f.image for f in src]
+    for k, (g, p) in enumerate(zip(got, plain)):
+        d = np.abs(g.astype(int) - p.astype(int)).max(axis=2)
+        assert np.median(d) <= 2, k  # off the overlay, the source's colours (converted or not)
+    # the box is there, in face 0's green
+    g, p = got[5].astype(int), plain[5].astype(int)
+    drawn = np.abs(g - p).max(axis=2) > 60
+    assert drawn.sum() > 50
+    b_, g_, r_ = np.median(g[drawn], axis=0)
+    assert g_ > b_ + 60 and g_ > r_ + 60
+
+
+@pytest.mark.parametrize("matrix", ["bt601", "bt709"])
+def test_a_stroke_reads_back_in_its_colour_by_the_pictures_matrix(matrix):
+    """A thick stroke on a grey picture, read back by FFmpeg with the picture's matrix, is the
+    stroke's colour; read by the other matrix it is not (so the matrix is not a detail)."""
+    from av.video.reformatter import Colorspace
+
+    h, w = 120, 160
+    i420 = np.full((h * 3 // 2, w), 128, np.uint8)
+    i420[:h] = 120
+    col = (80, 220, 80)
+    _I420(i420, h, w, matrix).line((20, 60), (140, 60), col, 12)
+    f = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+    read = {m: f.reformat(format="bgr24", src_colorspace=cs).to_ndarray()[60, 80].astype(int)
+            for m, cs in (("bt601", Colorspace.ITU601), ("bt709", Colorspace.ITU709))}
+    assert np.abs(read[matrix] - col).max() <= 3, read
+    other = "bt709" if matrix == "bt601" else "bt601"
+    assert np.abs(read[other] - col).max() > 8, read

@@ -215,6 +215,7 @@ class Mp4Sink(Sink):
         self._threads = threads
         self._video = None
         self._size: tuple[int, int] | None = None  # (w, h) as given by the first frame
+        self._matrix = "bt601"  # the stream's colour matrix, from the first frame (see write)
         self._last_pts = -1
         self._last_t = 0.0
         self._first_t = 0.0
@@ -261,8 +262,9 @@ class Mp4Sink(Sink):
         self._audio_shift = float(start)
         self._audio_iter = inp.demux(self._audio_template)
 
-    def _start(self, w: int, h: int) -> None:
+    def _start(self, w: int, h: int, matrix: str = "bt601") -> None:
         self._size = (w, h)
+        self._matrix = matrix
         ew, eh = w + (w & 1), h + (h & 1)
         v = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
         v.width, v.height, v.pix_fmt = ew, eh, "yuv420p"
@@ -272,6 +274,10 @@ class Mp4Sink(Sink):
         threads = self._threads or (1 if ew * eh <= SMALL_FRAME else None)
         if threads:
             v.codec_context.thread_count = int(threads)
+        if matrix == "bt709":  # as the source was tagged: players then show its colours
+            cc = v.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709
+            cc.color_range = 1  # limited ("MPEG")
         self._video = v
         if self._audio_in is not None:
             self._audio_out = self._out.add_stream_from_template(self._audio_template)
@@ -293,32 +299,52 @@ class Mp4Sink(Sink):
 
     def write(self, frame, faces=()) -> None:
         """Encode the frame's picture at `frame.pts_seconds` (the faces are already drawn on it):
-        its I420 planes as they are while they are its picture, else `frame.image`."""
-        i420 = getattr(frame, "picture_i420", None)
-        if i420 is not None and (self._size is None or self._size == (i420.shape[1], i420.shape[0] * 2 // 3)):
-            self.write_image(None, frame.pts_seconds, i420=i420)
+        its I420 planes as they are while they are its picture, else `frame.image`.
+
+        The stream's colour matrix follows the first frame's planes: BT.709 video stays BT.709
+        (tagged so, as its source was), everything else is BT.601 (untagged, as before)."""
+        i420 = getattr(frame, "i420", None)
+        matrix = getattr(frame, "yuv_matrix", None) if i420 is not None else None
+        if self._video is None:
+            if i420 is not None:
+                self._start(i420.shape[1], i420.shape[0] * 2 // 3, matrix or "bt601")
+            else:
+                self._start(frame.image.shape[1], frame.image.shape[0])
+        shown = getattr(frame, "picture_i420", None)
+        if (shown is not None and (matrix or "bt601") == self._matrix
+                and self._size == (shown.shape[1], shown.shape[0] * 2 // 3)):
+            self._encode(shown, frame.pts_seconds)
         else:
             self.write_image(frame.image, frame.pts_seconds)
 
-    def write_image(self, image: np.ndarray | None, pts_seconds: float | None = None,
-                    i420: np.ndarray | None = None) -> None:
-        """Encode a BGR `image`, or `i420` (limited-range BT.601 planes of even size, (H * 3 / 2, W),
-        the size of the first frame) in its place."""
+    def write_image(self, image: np.ndarray, pts_seconds: float | None = None) -> None:
+        """Encode a BGR `image` (letterboxed to the first frame's size, converted by the stream's
+        colour matrix)."""
+        if self._video is None:
+            self._start(image.shape[1], image.shape[0])
+        image = self._fit(image)
+        if self._matrix == "bt709":
+            import av
+            from av.video.reformatter import Colorspace
+
+            yuv = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(
+                format="yuv420p", dst_colorspace=Colorspace.ITU709)
+        else:
+            # OpenCV's BGR -> I420 (limited-range BT.601, what H.264 players assume untagged) is ~3x
+            # faster than swscale's default and keeps greys grey
+            yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        self._encode(yuv, pts_seconds)
+
+    def _encode(self, yuv, pts_seconds: float | None) -> None:
+        """Encode limited-range I420 planes ((H * 3 / 2, W) uint8 of the stream's size) or a
+        yuv420p VideoFrame of the stream's matrix."""
         import av
 
-        if self._video is None:
-            if i420 is not None:
-                self._start(i420.shape[1], i420.shape[0] * 2 // 3)
-            else:
-                self._start(image.shape[1], image.shape[0])
         t = pts_seconds if pts_seconds is not None else self.frames / self.fps
         pts = int(round(t / self.TIME_BASE))
         if pts <= self._last_pts:  # timestamps must rise; a repeated or reordered one is nudged
             pts = self._last_pts + 1
-        # OpenCV's BGR -> I420 (limited-range BT.601, what H.264 players assume untagged) is ~3x
-        # faster than swscale's default and keeps greys grey
-        yuv = i420 if i420 is not None else cv2.cvtColor(self._fit(image), cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = yuv if isinstance(yuv, av.VideoFrame) else av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts, frame.time_base = pts, self.TIME_BASE
         if self.failed is not None:
             raise self.failed

@@ -119,13 +119,13 @@ class VideoSource(Source):
                     t = None
                 if turn == -1:
                     turn = self._rotation(frame)
-                convert, luma, i420 = _converter(frame)
+                convert, luma, i420, matrix = _converter(frame)
                 if turn is not None:
                     yield Frame(i, t, cv2.rotate(convert(), turn))
                 elif self.lazy_bgr:
-                    yield Frame(i, t, luma=luma, convert=convert, i420=i420)
+                    yield Frame(i, t, luma=luma, convert=convert, i420=i420, yuv_matrix=matrix)
                 else:
-                    yield Frame(i, t, convert(), luma=luma, i420=i420)
+                    yield Frame(i, t, convert(), luma=luma, i420=i420, yuv_matrix=matrix)
                 i += 1
         except av.error.FFmpegError as e:
             raise SourceError(
@@ -183,27 +183,31 @@ class VideoSource(Source):
 
 
 _BT601 = {2, 5, 6}  # unspecified, BT470BG, SMPTE170M: the matrix OpenCV's I420 conversion uses
+_BT709 = 1
 
 
-def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None, np.ndarray | None]:
+def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None, np.ndarray | None, str | None]:
     """A decoded frame -> (a function making its BGR image, its limited-range Y plane or None,
-    its I420 planes or None).
+    its I420 planes or None, their matrix: "bt601", "bt709" or None).
 
     The planes are read out now (one copy of them); the BGR picture can wait. The Y plane comes for
-    4:2:0 video of even size; the I420 planes only where the BGR picture is OpenCV's conversion of
-    exactly them (limited-range BT.601), the case the overlay and the MP4 encoder take as they are
-    (`Frame.i420`), with the colours the BGR round trip gave."""
+    4:2:0 video of even size. The I420 planes come where their matrix is known and the range is
+    limited (BT.601 or untagged, as OpenCV converts it; BT.709, as most HD video is tagged): the
+    overlay and the MP4 encoder then take them as they are (`Frame.i420`)."""
     def swscale() -> np.ndarray:
         return to_bgr(frame.to_ndarray(format="bgr24"))
 
     if frame.format.name != "yuv420p" or (frame.width | frame.height) & 1 or frame.color_range == 2:
-        return swscale, None, None
+        return swscale, None, None, None
     i420 = frame.to_ndarray()
+    luma = i420[:frame.height]
     if frame.colorspace in _BT601:
         # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better;
         # it applies to the common case (limited-range BT.601 4:2:0)
-        return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), i420[:frame.height], i420
-    return swscale, i420[:frame.height], None
+        return (lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)), luma, i420, "bt601"
+    if frame.colorspace == _BT709:
+        return swscale, luma, i420, "bt709"  # swscale converts by the frame's own matrix
+    return swscale, luma, None, None
 
 
 def _av_reason(e: Exception) -> str:

@@ -55,12 +55,14 @@ def draw(image: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: f
     return image
 
 
-def draw_i420(i420: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: float | None = None) -> np.ndarray:
-    """Draw onto a limited-range BT.601 I420 picture ((H * 3 / 2, W) uint8, modified in place, and
-    returned): the same overlay as `draw` on its BGR conversion, drawn on the Y plane at full
-    resolution and on U and V at half, so a video's frames need no conversion to BGR and back."""
+def draw_i420(i420: np.ndarray, faces, schema: Schema, layers=DEFAULT_LAYERS, fps: float | None = None,
+              matrix: str = "bt601") -> np.ndarray:
+    """Draw onto a limited-range I420 picture ((H * 3 / 2, W) uint8, modified in place, and
+    returned) whose colour matrix is `matrix` ("bt601" or "bt709"): the same overlay as `draw` on
+    its BGR conversion, drawn on the Y plane at full resolution and on U and V at half, so a
+    video's frames need no conversion to BGR and back."""
     h, w = i420.shape[0] * 2 // 3, i420.shape[1]
-    _draw(_I420(i420, h, w), h, w, faces, schema, layers, fps)
+    _draw(_I420(i420, h, w, matrix), h, w, faces, schema, layers, fps)
     return i420
 
 
@@ -113,35 +115,46 @@ class _Bgr:
         cv2.putText(self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, col, th, cv2.LINE_AA)
 
 
-_YUV: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+_YUV: dict[tuple, tuple[int, int, int]] = {}
 
 
-def yuv_of(col: tuple[int, int, int]) -> tuple[int, int, int]:
-    """A BGR colour's (Y, U, V) in limited-range BT.601, as OpenCV's BGR -> I420 gives it."""
-    if col not in _YUV:
-        i420 = cv2.cvtColor(np.full((2, 2, 3), col, np.uint8), cv2.COLOR_BGR2YUV_I420).ravel()
-        _YUV[col] = (int(i420[0]), int(i420[4]), int(i420[5]))
-    return _YUV[col]
+def yuv_of(col: tuple[int, int, int], matrix: str = "bt601") -> tuple[int, int, int]:
+    """A BGR colour's limited-range (Y, U, V): BT.601 as OpenCV's BGR -> I420 gives it, or BT.709."""
+    key = (col, matrix)
+    if key not in _YUV:
+        if matrix == "bt709":
+            b, g, r = (float(c) for c in col)
+            luma = 0.2126 * r + 0.7152 * g + 0.0722 * b
+            yuv = (16 + luma * 219 / 255, 128 + (b - luma) / 1.8556 * 224 / 255,
+                   128 + (r - luma) / 1.5748 * 224 / 255)
+            _YUV[key] = tuple(int(np.clip(round(c), 0, 255)) for c in yuv)
+        elif matrix == "bt601":
+            i420 = cv2.cvtColor(np.full((2, 2, 3), col, np.uint8), cv2.COLOR_BGR2YUV_I420).ravel()
+            _YUV[key] = (int(i420[0]), int(i420[4]), int(i420[5]))
+        else:
+            raise ValueError(f"unknown colour matrix {matrix!r}; use 'bt601' or 'bt709'")
+    return _YUV[key]
 
 
 class _I420:
     """The same calls on an I420 picture: each drawn on the Y plane, then on U and V at half
     resolution (coordinates halved through OpenCV's fixed-point `shift`, widths halved, rounding
-    up), each plane in the colour's own Y, U or V value."""
+    up), each plane in the colour's own Y, U or V value under the picture's matrix."""
 
-    def __init__(self, i420: np.ndarray, h: int, w: int):
+    def __init__(self, i420: np.ndarray, h: int, w: int, matrix: str = "bt601"):
         flat, n, c = i420.reshape(-1), h * w, (h // 2) * (w // 2)  # Y, then U, then V, each packed
         self.y = i420[:h]
         self.uv = (flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:n + 2 * c].reshape(h // 2, w // 2))
+        self.matrix = matrix
 
     def polylines(self, lines, col, th: int) -> None:
-        y, u, v = yuv_of(col)
+        y, u, v = yuv_of(col, self.matrix)
         cv2.polylines(self.y, lines, False, y, th, cv2.LINE_AA)
         for plane, c in zip(self.uv, (u, v)):
             cv2.polylines(plane, lines, False, c, _half(th), cv2.LINE_AA, 1)
 
     def dots(self, pts: np.ndarray, r: int, col) -> None:
-        y, u, v = yuv_of(col)
+        y, u, v = yuv_of(col, self.matrix)
         pl, (pu, pv) = self.y, self.uv
         for x, yy in pts.tolist():
             cv2.circle(pl, (x, yy), r, y, -1, cv2.LINE_AA)
@@ -149,19 +162,19 @@ class _I420:
             cv2.circle(pv, (x, yy), r, v, -1, cv2.LINE_AA, 1)
 
     def rectangle(self, p0, p1, col, th: int) -> None:
-        y, u, v = yuv_of(col)
+        y, u, v = yuv_of(col, self.matrix)
         cv2.rectangle(self.y, p0, p1, y, th, cv2.LINE_AA)
         for plane, c in zip(self.uv, (u, v)):
             cv2.rectangle(plane, p0, p1, c, _half(th), cv2.LINE_AA, 1)
 
     def line(self, p0, p1, col, th: int) -> None:
-        y, u, v = yuv_of(col)
+        y, u, v = yuv_of(col, self.matrix)
         cv2.line(self.y, p0, p1, y, th, cv2.LINE_AA)
         for plane, c in zip(self.uv, (u, v)):
             cv2.line(plane, p0, p1, c, _half(th), cv2.LINE_AA, 1)
 
     def text(self, text: str, org, scale: float, col, th: int) -> None:
-        y, u, v = yuv_of(col)
+        y, u, v = yuv_of(col, self.matrix)
         cv2.putText(self.y, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, y, th, cv2.LINE_AA)
         half = (org[0] // 2, org[1] // 2)  # putText has no shift: its origin and size are halved
         for plane, c in zip(self.uv, (u, v)):
@@ -219,7 +232,7 @@ class Overlay:
         if not self.copy:
             i420 = getattr(frame, "picture_i420", None)
             if i420 is not None:
-                draw_i420(i420, faces, self.schema, self.layers, self._fps)
+                draw_i420(i420, faces, self.schema, self.layers, self._fps, frame.yuv_matrix or "bt601")
             else:
                 draw(frame.image, faces, self.schema, self.layers, self._fps)
             return frame
