@@ -23,7 +23,8 @@ class Frame:
     the frame in the video's own YUV from decoder to encoder and converts none of it.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420", "yuv_matrix")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420", "yuv_matrix",
+                 "lazy")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
@@ -41,6 +42,8 @@ class Frame:
         # from one byte per pixel instead of three, off the model's thread (Tracker.read_ahead)
         self.grey = None
         self._convert = convert
+        # True: handed over as planes, its BGR picture made (if ever) only on demand
+        self.lazy = image is None and convert is not None
         # The detector's faces when it ran ahead, in the reading thread (image folders: every
         # picture is detected afresh, so detection overlaps the model); None: not run yet
         self.detections = None

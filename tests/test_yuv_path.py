@@ -215,6 +215,14 @@ def test_bt709_video_stays_bt709_and_keeps_its_colours(tmp_path, model_path):
     for k, (g, p) in enumerate(zip(got, plain)):
         d = np.abs(g.astype(int) - p.astype(int)).max(axis=2)
         assert np.median(d) <= 2, k  # off the overlay, the source's colours (converted or not)
+    # a run whose frames come converted (a window beside the MP4) encodes by BT.601, untagged, as
+    # it always did: OpenCV's BT.601 conversion is the fast one, and nothing passes through
+    with VideoSource(path) as src, Tracker(model=model_path, device="cpu") as tr, \
+            _Recording(tmp_path / "eager.mp4", fps=30, yuv=False) as mp4:
+        run(src, tr, [mp4], overlay=Overlay(tr.schema, ("box",), copy=False))
+    assert not any(mp4.in_i420) and mp4._matrix == "bt601"
+    with av.open(str(tmp_path / "eager.mp4")) as c:
+        assert c.streams.video[0].codec_context.colorspace == 2  # unspecified
     # the box is there, in face 0's green
     g, p = got[5].astype(int), plain[5].astype(int)
     drawn = np.abs(g - p).max(axis=2) > 60

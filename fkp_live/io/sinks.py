@@ -301,12 +301,14 @@ class Mp4Sink(Sink):
         """Encode the frame's picture at `frame.pts_seconds` (the faces are already drawn on it):
         its I420 planes as they are while they are its picture, else `frame.image`.
 
-        The stream's colour matrix follows the first frame's planes: BT.709 video stays BT.709
-        (tagged so, as its source was), everything else is BT.601 (untagged, as before)."""
+        The stream's colour matrix follows the first frame: where frames come as planes (a lazy
+        source, whose frames mostly reach the encoder unconverted), that of their planes, so BT.709
+        video stays BT.709 (tagged so, as its source was); else BT.601 (untagged), into which
+        OpenCV converts BGR fastest."""
         i420 = getattr(frame, "i420", None)
         matrix = getattr(frame, "yuv_matrix", None) if i420 is not None else None
         if self._video is None:
-            if i420 is not None:
+            if i420 is not None and getattr(frame, "lazy", False):
                 self._start(i420.shape[1], i420.shape[0] * 2 // 3, matrix or "bt601")
             else:
                 self._start(frame.image.shape[1], frame.image.shape[0])
