@@ -23,8 +23,8 @@ class Frame:
     the frame in the video's own YUV from decoder to encoder and converts none of it.
     """
 
-    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections", "i420", "yuv_matrix",
-                 "lazy")
+    __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections",
+                 "i420", "yuv_matrix", "lazy")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
