@@ -102,8 +102,9 @@ def _ours_fps(tracker, frames):
               help="Whole-process pairs (fkp-live vs FaceMesh, alternating) on VIDEO; 0 skips them.")
 @click.option("--processes-only", is_flag=True, help="Only the whole-process side-by-side.")
 @click.option("--json", "json_out", metavar="PATH", help="Also write the whole-process table as JSON.")
-@click.option("--dlib-model", metavar="PATH", help="dlib's shape_predictor_68_face_landmarks.dat, to add dlib "
-              "to the side-by-side (needs the dlib package).")
+@click.option("--dlib-model", metavar="PATH", type=click.Path(exists=True, dir_okay=False),
+              help="dlib's shape_predictor_68_face_landmarks.dat, to add dlib to the side-by-side (needs the "
+              "dlib package).")
 @click.option("--faces", "face_counts", metavar="N,N,...", default=None,
               help="Only the many-faces figures: per-frame cost at 1280x720 with this many faces (e.g. 1,5,20), "
               "and how many each detector finds.")
@@ -371,9 +372,6 @@ def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
                                              f"facemesh_process({str(clip)!r})"],
         }
         if dlib_model:
-            if not Path(dlib_model).is_file():
-                raise click.BadParameter(f"{dlib_model}: no such file; give dlib's "
-                                         "shape_predictor_68_face_landmarks.dat", param_hint="--dlib-model")
             try:
                 import dlib  # noqa: F401
                 cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.bench import dlib_process; "

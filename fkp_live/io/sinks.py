@@ -305,16 +305,12 @@ class Mp4Sink(Sink):
         source, whose frames mostly reach the encoder unconverted), that of their planes, so BT.709
         video stays BT.709 (tagged so, as its source was); else BT.601 (untagged), into which
         OpenCV converts BGR fastest."""
-        i420 = getattr(frame, "i420", None)
-        matrix = getattr(frame, "yuv_matrix", None) if i420 is not None else None
+        matrix = getattr(frame, "yuv_matrix", None) or "bt601"
         if self._video is None:
-            if i420 is not None and getattr(frame, "lazy", False):
-                self._start(i420.shape[1], i420.shape[0] * 2 // 3, matrix or "bt601")
-            else:
-                self._start(frame.image.shape[1], frame.image.shape[0])
+            h, w = frame.shape
+            self._start(w, h, matrix if getattr(frame, "lazy", False) else "bt601")
         shown = getattr(frame, "picture_i420", None)
-        if (shown is not None and (matrix or "bt601") == self._matrix
-                and self._size == (shown.shape[1], shown.shape[0] * 2 // 3)):
+        if shown is not None and matrix == self._matrix and frame.shape == self._size[::-1]:
             self._encode(shown, frame.pts_seconds)
         else:
             self.write_image(frame.image, frame.pts_seconds)

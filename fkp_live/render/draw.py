@@ -158,17 +158,15 @@ class _I420:
         pl, (pu, pv) = self.y, self.uv
         for x, yy in pts.tolist():
             cv2.circle(pl, (x, yy), r, y, -1, cv2.LINE_AA)
-        if r > 1:
-            for x, yy in pts.tolist():
+            if r > 1:
                 cv2.circle(pu, (x, yy), r, u, -1, cv2.LINE_AA, 1)
                 cv2.circle(pv, (x, yy), r, v, -1, cv2.LINE_AA, 1)
-            return
-        # a one-pixel dot covers about one chroma sample: set those samples at once
-        half = pts // 2
-        h, w = pu.shape
-        inside = (half[:, 0] >= 0) & (half[:, 0] < w) & (half[:, 1] >= 0) & (half[:, 1] < h)
-        hx, hy = half[inside, 0], half[inside, 1]
-        pu[hy, hx], pv[hy, hx] = u, v
+        if r == 1:  # a one-pixel dot covers about one chroma sample: set those samples at once
+            half = pts // 2
+            h, w = pu.shape
+            inside = (half[:, 0] >= 0) & (half[:, 0] < w) & (half[:, 1] >= 0) & (half[:, 1] < h)
+            hx, hy = half[inside, 0], half[inside, 1]
+            pu[hy, hx], pv[hy, hx] = u, v
 
     def rectangle(self, p0, p1, col, th: int) -> None:
         y, u, v = yuv_of(col, self.matrix)
