@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from . import DEFAULT_PRESET, SMALL_FRAME, X264_OPTIONS, Closing
+from .planes import video_frame_of
 
 log = logging.getLogger("fkp_live")
 
@@ -342,7 +343,7 @@ class Mp4Sink(Sink):
         pts = int(round(t / self.TIME_BASE))
         if pts <= self._last_pts:  # timestamps must rise; a repeated or reordered one is nudged
             pts = self._last_pts + 1
-        frame = yuv if isinstance(yuv, av.VideoFrame) else av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = yuv if isinstance(yuv, av.VideoFrame) else video_frame_of(yuv)
         frame.pts, frame.time_base = pts, self.TIME_BASE
         if self.failed is not None:
             raise self.failed

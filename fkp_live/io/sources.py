@@ -20,6 +20,7 @@ import numpy as np
 
 from ..frame import Frame, to_bgr
 from . import ONE_DECODE_THREAD, Closing
+from .planes import i420_of
 
 log = logging.getLogger("fkp_live")
 
@@ -199,7 +200,7 @@ def _converter(frame) -> tuple[Callable[[], np.ndarray], np.ndarray | None, np.n
 
     if frame.format.name != "yuv420p" or (frame.width | frame.height) & 1 or frame.color_range == 2:
         return swscale, None, None, None
-    i420 = frame.to_ndarray()
+    i420 = i420_of(frame)
     luma = i420[:frame.height]
     if frame.colorspace in _BT601:
         # OpenCV's I420 conversion is ~2.5x faster than swscale's default path and rounds better;

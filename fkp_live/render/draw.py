@@ -21,6 +21,7 @@ import time
 import cv2
 import numpy as np
 
+from ..io.planes import packed_planes
 from ..schemas import Schema
 
 LAYERS = ("points", "contours", "ids", "box", "fps", "pose")
@@ -142,9 +143,7 @@ class _I420:
     up), each plane in the colour's own Y, U or V value under the picture's matrix."""
 
     def __init__(self, i420: np.ndarray, h: int, w: int, matrix: str = "bt601"):
-        flat, n, c = i420.reshape(-1), h * w, (h // 2) * (w // 2)  # Y, then U, then V, each packed
-        self.y = i420[:h]
-        self.uv = (flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:n + 2 * c].reshape(h // 2, w // 2))
+        self.y, *self.uv = packed_planes(i420, h, w)
         self.matrix = matrix
 
     def polylines(self, lines, col, th: int) -> None:
