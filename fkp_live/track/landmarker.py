@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..card import ModelCard, ModelError, resolve
-from ..crop import Crop, warp
+from ..crop import Crop, prefetch, warp
 from ..frame import LUMA_LUT, Frame, to_bgr, to_channels
 
 log = logging.getLogger("fkp_live")
@@ -221,6 +221,7 @@ class Landmarker:
         `lut` (the luma table turns the Y plane's levels to grey on the way)."""
         s = self.size
         batch = np.empty((len(crops), s, s, 1), dtype=np.uint8)
+        prefetch(plane, crops)
         for i, c in enumerate(crops):
             warp(plane, c, s, dst=batch[i, :, :, 0])
         return self.normalise(batch, lut)
@@ -228,6 +229,7 @@ class Landmarker:
     def _cut(self, plane: np.ndarray, crops: list[Crop], convert) -> np.ndarray:
         s, ch = self.size, self.card.channels
         batch = np.empty((len(crops), s, s, ch), dtype=np.uint8)
+        prefetch(plane, crops)
         for i, c in enumerate(crops):
             batch[i] = convert(warp(plane, c, s)).reshape(s, s, ch)
         return self.normalise(batch)
