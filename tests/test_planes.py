@@ -2,7 +2,6 @@
 back-projection (fkp_live.crop): each gives exactly what the slower way it replaces gives."""
 from __future__ import annotations
 
-import io
 import math
 
 import av
@@ -12,30 +11,21 @@ import pytest
 
 from fkp_live.crop import Crop, prefetch, rows_spanned, warp
 from fkp_live.io.planes import i420_of, packed_planes, video_frame_of
+from runtime_helpers import write_video
 
 
-def _decoded(w: int, h: int, n: int = 3) -> list:
+def _decoded(tmp_path, w: int, h: int, n: int = 3) -> list:
     """Frames of an H.264 clip of noise at w x h, decoded back by PyAV (real decoder buffers, whose
     lines are padded where the width is not a multiple of the decoder's alignment)."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        rng = np.random.default_rng(w * h)
-        for _ in range(n):
-            a = rng.integers(0, 256, (h * 3 // 2, w), np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format="yuv420p")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    buf.seek(0)
-    with av.open(buf) as c:
+    rng = np.random.default_rng(w * h)
+    path = write_video(tmp_path / f"noise_{w}x{h}.mp4", [rng.integers(0, 256, (h, w, 3), np.uint8) for _ in range(n)])
+    with av.open(str(path)) as c:
         return [f for f in c.decode(video=0)]
 
 
 @pytest.mark.parametrize("w,h", [(512, 512), (500, 302), (98, 66), (1280, 720)])
-def test_i420_of_matches_pyav(w, h):
-    frames = _decoded(w, h)
+def test_i420_of_matches_pyav(tmp_path, w, h):
+    frames = _decoded(tmp_path, w, h)
     assert frames
     for f in frames:
         mine = i420_of(f)
