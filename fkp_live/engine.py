@@ -72,10 +72,12 @@ class _Prefetch:
         except BaseException as e:  # handed over to the consumer
             self._put(e)
 
+    POLL = 0.1  # seconds between looks at the stop flag while the queue is full
+
     def _put(self, item) -> bool:
         while not self._stop.is_set():
             try:
-                self._q.put(item, timeout=0.1)
+                self._q.put(item, timeout=self.POLL)
                 return True
             except queue.Full:
                 continue
@@ -94,6 +96,13 @@ class _Prefetch:
 
     def close(self) -> None:
         self._stop.set()
+        # empty the queue, so that a reader waiting to put a frame is let go at once instead of
+        # at its next look at the stop flag, POLL later (which held `--max-frames 1` up by 0.1 s)
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
         self._thread.join(timeout=5.0)
 
 

@@ -102,6 +102,33 @@ def test_max_frames_and_stop_end_the_run_with_queued_frames_written():
     assert res.interrupted and res.frames == 12 and len(sink.seen) == 12
 
 
+def test_closing_the_reader_lets_a_reader_waiting_on_a_full_queue_go_at_once(monkeypatch):
+    """A run that stops early (`--max-frames`) closes the reading thread while it waits to put a
+    frame into the full queue: close() empties the queue, so the thread ends without waiting for
+    its next look at the stop flag (here made 30 s away)."""
+    import threading
+
+    from fkp_live.engine import _Prefetch
+
+    monkeypatch.setattr(_Prefetch, "POLL", 30.0)
+    made = []
+    full = threading.Event()
+
+    def frames():
+        for i in range(10_000):
+            made.append(i)
+            if len(made) == 4:  # one taken below, two queued, the fourth waits to be put
+                full.set()
+            yield i
+
+    p = _Prefetch(frames(), depth=2)
+    assert next(p) == 0
+    assert full.wait(5.0)
+    p.close()
+    assert not p._thread.is_alive()
+    assert len(made) <= 6  # it read no further than the frames freed by the emptied queue
+
+
 def test_still_pictures_are_detected_in_the_reading_thread_with_the_same_points(tmp_path, any_model):
     """An image folder: the detector runs ahead in the reading thread (beside the model on the
     previous picture), and every point is what the same run without threads gives."""
