@@ -262,7 +262,7 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
         smoothers: dict[int, KeypointSmoother] = {}
         for f in clip[1:]:
             # what the run engine's reading thread does beside the model: the grey picture
-            grey.append(tr.read_ahead(f).get("crop", 0.0))
+            grey.append(tr.read_ahead(f).get("grey", 0.0))
             t = tr.track(f)
             per.append((len(t.faces), sum(t.seconds.values()), t.seconds))
             if not t.faces:

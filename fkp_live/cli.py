@@ -198,7 +198,8 @@ def _device_line(tracker) -> str:
               help="With --morph-to: 1 shows the target's face, 0 the frame unchanged.")
 @click.option("--no-display", is_flag=True, help="No window (the default where there is no display).")
 @click.option("--max-frames", type=click.IntRange(min=1), metavar="N", help="Stop after N frames.")
-@click.option("--stats", is_flag=True, help="Print the per-stage timing table and memory at the end.")
+@click.option("--stats", is_flag=True, help="Print the per-stage timing table and memory at the end (the reading "
+              "thread's work, beside the model, on its own line).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="ONNX Runtime threads [default: all cores].")
 @click.option("-v", "--verbose", count=True, help="Log faces found and lost; show tracebacks.")
 @click.version_option(package_name="fkp-live", prog_name="fkp-live")
@@ -519,7 +520,8 @@ def _morph_overlay(o: dict, tracker, drawn):
 def _summary(source, tracker, res, o: dict) -> None:
     fps = res.fps
     ms = res.ms_per_frame()
-    stages = " ".join(f"{k} {v:.2f}" for k, v in ms.items())
+    beside = getattr(res, "beside", set())
+    stages = " ".join(f"{k} {v:.2f}" + (" (reading thread)" if k in beside else "") for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)
     skipped = getattr(source, "skipped", None)
@@ -535,11 +537,15 @@ def _summary(source, tracker, res, o: dict) -> None:
     if o["stats"]:
         import resource
 
-        total = sum(ms.values())
+        loop = {k: v for k, v in ms.items() if k not in beside}
+        total = sum(loop.values())
         click.echo("stage      ms/frame   share", err=True)
-        for k, v in ms.items():
+        for k, v in loop.items():
             click.echo(f"{k:<10} {v:8.2f}  {100 * v / total if total else 0:5.1f}%", err=True)
         click.echo(f"{'total':<10} {total:8.2f}", err=True)
+        if len(loop) < len(ms):  # overlapping the loop, so not in its total
+            click.echo("in the reading thread, beside the model: "
+                       + ", ".join(f"{k} {v:.2f}" for k, v in ms.items() if k in beside) + " ms per frame", err=True)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         click.echo(f"peak RSS {rss:.0f} MiB; device {tracker.device}", err=True)
 

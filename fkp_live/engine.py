@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 from .stopflag import StopFlag  # noqa: F401  (part of the engine's API)
 
-STAGES = ("decode", "detect", "crop", "infer", "smooth", "post", "analyse", "draw", "write")
+STAGES = ("decode", "grey", "detect", "crop", "infer", "smooth", "post", "analyse", "draw", "write")
 
 
 @dataclass
@@ -39,6 +39,9 @@ class RunResult:
     quit: bool = False  # a sink asked to stop (the window closed, q or Esc)
     ids: set = field(default_factory=set)
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # the stages whose seconds were spent in the reading thread, beside the loop (they overlap the
+    # model, so they add nothing to the loop's time per frame)
+    beside: set = field(default_factory=set)
 
     @property
     def fps(self) -> float:
@@ -203,6 +206,7 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
             it.close()
         for k, v in ahead_st.items():
             st[k] += v
+        res.beside.update(ahead_st)
         t0 = time.perf_counter()
         try:
             for w in writers:
@@ -217,8 +221,8 @@ def run(source: Iterable, tracker, sinks=(), *, overlay: Callable | None = None,
 def _read_ahead(source: Iterable, read_ahead: Callable, still: bool, stages) -> Iterator:
     """Frames with the work that does not depend on tracking done (`Tracker.read_ahead`): in the
     reading thread, the grey picture and a still picture's detection (MediaPipe and OpenCV release
-    the GIL) run beside the model on the frame before. Its seconds count in their stages ("crop",
-    "detect") though they overlap the loop."""
+    the GIL) run beside the model on the frame before. Its seconds count in their stages ("grey",
+    "detect"), which the result marks as spent beside the loop (`RunResult.beside`)."""
     for frame in source:
         for k, v in read_ahead(frame, still).items():
             stages[k] += v

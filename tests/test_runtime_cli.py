@@ -322,6 +322,22 @@ def test_runtime_never_imports_torch_onnx_or_train():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_stats_keep_the_reading_thread_s_work_out_of_the_loop_s_total(tmp_path):
+    """The demo's grey pictures are made in the reading thread, beside the model: `--stats` shows
+    them on their own line, not in "crop" and not in the loop's total."""
+    code, out = invoke("--demo", "--demo-frames", 20, "--csv", tmp_path / "o.csv",
+                       "--no-display", "--stats")
+    assert code == 0, out
+    assert "grey " in out and "(reading thread)" in out
+    table = out[out.index("stage      ms/frame"):].splitlines()
+    rows = {ln.split()[0]: float(ln.split()[1]) for ln in table[1:] if ln.split() and ln.split()[0] in
+            ("decode", "grey", "detect", "crop", "infer", "smooth", "post", "write", "total")}
+    assert "grey" not in rows and "crop" in rows
+    assert abs(rows.pop("total") - sum(rows.values())) < 0.02 * len(rows)
+    beside = next(ln for ln in table if ln.startswith("in the reading thread"))
+    assert "grey" in beside and "detect" not in beside
+
+
 def test_the_demo_reads_matplotlib_s_portrait_without_importing_matplotlib(tmp_path):
     """Importing matplotlib to find its data folder cost 0.1 s of the demo's time to its first
     frame; the portrait is found from the package's location instead, the same file."""

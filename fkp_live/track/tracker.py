@@ -245,14 +245,14 @@ class Tracker:
         - Still pictures (`still`), which are detected whatever came before: the detector's faces
           (`frame.detections`). Not for video, whose detection depends on what is tracked.
 
-        Returns the seconds spent, by stage ("crop", "detect")."""
+        Returns the seconds spent, by stage ("grey", "detect")."""
         secs: dict[str, float] = {}
         if not isinstance(frame, Frame):  # a bare picture: `track` makes its Frame
             return secs
         if self.landmarker.card.channels == 1 and frame.luma is None and frame.grey is None:
             t0 = time.perf_counter()
             frame.grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-            secs["crop"] = time.perf_counter() - t0
+            secs["grey"] = time.perf_counter() - t0
         if still:
             t0 = time.perf_counter()
             frame.detections = self.detector(frame.image)
