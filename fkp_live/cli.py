@@ -520,7 +520,7 @@ def _morph_overlay(o: dict, tracker, drawn):
 def _summary(source, tracker, res, o: dict) -> None:
     fps = res.fps
     ms = res.ms_per_frame()
-    beside = getattr(res, "beside", set())
+    beside = res.beside
     stages = " ".join(f"{k} {v:.2f}" + (" (reading thread)" if k in beside else "") for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)

@@ -60,6 +60,8 @@ class _Prefetch:
     """Iterate a source in a thread into a bounded queue, so decoding (PyAV releases the GIL)
     overlaps the model. Exceptions reach the caller at the frame where they happened."""
 
+    POLL = 0.1  # seconds between looks at the stop flag while the queue is full
+
     def __init__(self, source: Iterable, depth: int = 4):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -74,8 +76,6 @@ class _Prefetch:
             self._put(_END)
         except BaseException as e:  # handed over to the consumer
             self._put(e)
-
-    POLL = 0.1  # seconds between looks at the stop flag while the queue is full
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
