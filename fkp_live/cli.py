@@ -520,8 +520,7 @@ def _morph_overlay(o: dict, tracker, drawn):
 def _summary(source, tracker, res, o: dict) -> None:
     fps = res.fps
     ms = res.ms_per_frame()
-    beside = res.beside
-    stages = " ".join(f"{k} {v:.2f}" + (" (reading thread)" if k in beside else "") for k, v in ms.items())
+    stages = " ".join(f"{k} {v:.2f}" + (" (reading thread)" if k in res.beside else "") for k, v in ms.items())
     click.echo(f"fkp-live: {res.frames} frames, {len(res.ids)} face id{'s' * (len(res.ids) != 1)} "
                f"({res.frames_with_face} frames with a face), {fps:.1f} fps; ms per frame: {stages}", err=True)
     skipped = getattr(source, "skipped", None)
@@ -537,15 +536,17 @@ def _summary(source, tracker, res, o: dict) -> None:
     if o["stats"]:
         import resource
 
-        loop = {k: v for k, v in ms.items() if k not in beside}
+        # the reading thread's stages overlap the loop: on a line of their own, not in its total
+        loop = {k: v for k, v in ms.items() if k not in res.beside}
+        aside = {k: v for k, v in ms.items() if k in res.beside}
         total = sum(loop.values())
         click.echo("stage      ms/frame   share", err=True)
         for k, v in loop.items():
             click.echo(f"{k:<10} {v:8.2f}  {100 * v / total if total else 0:5.1f}%", err=True)
         click.echo(f"{'total':<10} {total:8.2f}", err=True)
-        if len(loop) < len(ms):  # overlapping the loop, so not in its total
+        if aside:
             click.echo("in the reading thread, beside the model: "
-                       + ", ".join(f"{k} {v:.2f}" for k, v in ms.items() if k in beside) + " ms per frame", err=True)
+                       + ", ".join(f"{k} {v:.2f}" for k, v in aside.items()) + " ms per frame", err=True)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         click.echo(f"peak RSS {rss:.0f} MiB; device {tracker.device}", err=True)
 

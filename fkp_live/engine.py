@@ -60,8 +60,6 @@ class _Prefetch:
     """Iterate a source in a thread into a bounded queue, so decoding (PyAV releases the GIL)
     overlaps the model. Exceptions reach the caller at the frame where they happened."""
 
-    POLL = 0.1  # seconds between looks at the stop flag while the queue is full
-
     def __init__(self, source: Iterable, depth: int = 4):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -78,13 +76,12 @@ class _Prefetch:
             self._put(e)
 
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=self.POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue `item`, waiting for room; False once the reader is closed. A put that waits on a
+        full queue is let go by `close`, which empties the queue; the next one sees the stop."""
+        if self._stop.is_set():
+            return False
+        self._q.put(item)
+        return True
 
     def __iter__(self):
         return self
@@ -99,8 +96,8 @@ class _Prefetch:
 
     def close(self) -> None:
         self._stop.set()
-        # empty the queue, so that a reader waiting to put a frame is let go at once instead of
-        # at its next look at the stop flag, POLL later (which held `--max-frames 1` up by 0.1 s)
+        # empty the queue, so that a reader waiting to put a frame is let go at once (it used to
+        # look at the stop flag every 0.1 s, which held `--max-frames 1` up by that long)
         while True:
             try:
                 self._q.get_nowait()
