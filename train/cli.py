@@ -212,8 +212,11 @@ def mirror_offset_command(checkpoint, data, split, every):
 @click.option("--shape-correction", type=click.Path(dir_okay=False), metavar="FILE",
               help="A linear shape correction from `fkp-train shape-fit`, applied to the points inside the "
                    "graph (fit it on this export made without the option).")
+@click.option("--point-confidence", is_flag=True,
+              help="Also output each point's confidence from its heatmap (point_confidence, [batch, N], "
+                   "0..1), which `fkp-live --point-confidence` reads.")
 def export_command(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16, tensorrt,
-                   flip_average, ensemble, shift_average, readings, shape_correction):
+                   flip_average, ensemble, shift_average, readings, shape_correction, point_confidence):
     """Export a checkpoint to ONNX with its model card, checked for parity against torch.
 
     \b
@@ -230,7 +233,8 @@ def export_command(checkpoint, out, data, metrics_split, calibration, tolerance,
         with _user_errors():
             ex.export_checkpoint(checkpoint, out, data, metrics_split, calibration, tolerance, int8, fp16,
                                  tensorrt, flip_average, ensemble, shift_average=shift_average,
-                                 readings=readings, shape_correction=shape_correction, echo=click.echo)
+                                 readings=readings, shape_correction=shape_correction,
+                                 point_confidence=point_confidence, echo=click.echo)
     except ex.ParityError as e:
         raise click.ClickException(str(e)) from None
     except ex.TensorRTUnavailable as e:

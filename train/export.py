@@ -593,7 +593,8 @@ def _latency(path: Path, size: int, channels: int) -> dict:
 def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", calibration=None,
                       tolerance: float = 0.05, int8: bool = False, fp16: bool = False,
                       tensorrt: bool = False, flip_average: bool = False, ensemble=(), shift_average: int = 0,
-                      readings: str | None = None, shape_correction=None, echo=_echo) -> ModelCard:
+                      readings: str | None = None, shape_correction=None, point_confidence: bool = False,
+                      echo=_echo) -> ModelCard:
     """Export a checkpoint to OUT (NAME.onnx) and its card NAME.json, checked for parity.
 
     `data`: the task's dataset, for parity on real crops, the card's metrics on `metrics_split`
@@ -606,7 +607,8 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
     `readings` ("F,P"): what each net reads instead (P plain, F and its mirror, S shifted by
     +-`shift_average`, FS both, X the crop moved by +`shift_average` and its mirror by -), the
     nets weighted by their readings. `shape_correction`: a file from `fkp-train shape-fit`, applied
-    to the points inside the graph (`ShapeCorrected`). `tensorrt`: also NAME.engine, built last (raises
+    to the points inside the graph (`ShapeCorrected`). `point_confidence`: the graph also gives
+    each point's confidence from its heatmap (`train.point_confidence`). `tensorrt`: also NAME.engine, built last (raises
     `TensorRTUnavailable` after everything else is written). Progress lines go to `echo`.
     Raises `ParityError` (the file removed) when torch and ONNX Runtime differ by more than
     `tolerance` pixels. Returns the FP32 card.
@@ -659,6 +661,11 @@ def export_checkpoint(checkpoint, out, data=None, metrics_split: str = "test", c
         corr_info = {"file": Path(shape_correction).name,
                      **{k: v for k, v in corr.items() if k not in ("mean", "weights")}}
     export_onnx(model, task, out)
+    if point_confidence:  # before INT8 and FP16, which are made from this file
+        from fkp_live import schemas
+
+        from .point_confidence import add_point_confidence
+        add_point_confidence(out, out, schemas.get(task.schema).n)
     cmd, train_data = read_training_command(Path(checkpoint).parent)
     for i, other in enumerate(ensemble, 2):
         c2, _ = read_training_command(Path(other).parent)

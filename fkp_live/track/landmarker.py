@@ -37,6 +37,10 @@ def gpu_driver_present() -> bool:
         return False
 
 
+# the optional output of a heatmap model: each point's confidence in 0..1, float32 [batch, N]
+# (`python -m train.point_confidence` adds it to an exported graph)
+POINT_CONFIDENCE = "point_confidence"
+
 # from this many faces in one frame on, inference runs over every core (see Landmarker.__init__)
 WIDE_BATCH = 3
 
@@ -126,10 +130,12 @@ class Landmarker:
 
     `model`: an alias, a shipped model's name or an .onnx path (its card NAME.json beside it).
     Every card the device choice may need is read once, before any session is made.
+    `point_confidence`: also read each point's confidence (`run_all`); the model must have the
+    output `point_confidence` (ModelError otherwise).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto",
-                 threads: int | None = None, quiet: bool = True):
+                 threads: int | None = None, quiet: bool = True, point_confidence: bool = False):
         paths = {dev: resolve(model, gpu=dev != "cpu") for dev in ("cpu", "cuda", "tensorrt")}
         cards = {card: ModelCard.load(card) for _, card in {p[1]: p for p in paths.values()}.values()}
         # On the CPU with no thread count given, one face runs on ONE thread (a ~1 ms model gains
@@ -184,6 +190,14 @@ class Landmarker:
         self._outputs = [self.card.points_output]
         if self.card.confidence_output and self.card.confidence_output in outs:
             self._outputs.append(self.card.confidence_output)
+        self.point_confidence = bool(point_confidence)
+        if self.point_confidence:
+            if POINT_CONFIDENCE not in outs:
+                raise ModelError(
+                    f"model {self.onnx_path} gives no per-point confidence (no output {POINT_CONFIDENCE!r}); "
+                    f"add it with `python -m train.point_confidence {self.onnx_path} NEW.onnx` and run NEW.onnx, "
+                    "or leave out the point confidence option")
+            self._outputs.append(POINT_CONFIDENCE)
         mean = np.asarray(self.card.mean, dtype=np.float64).reshape(1, -1, 1, 1)
         std = np.asarray(self.card.std, dtype=np.float64).reshape(1, -1, 1, 1)
         # (x / 255 - mean) / std as one multiply-add per pixel, tabled for the 256 grey levels of
@@ -247,14 +261,22 @@ class Landmarker:
 
         `wide`: run over every core (None: from WIDE_BATCH crops on; the tracker decides by faces,
         so that a new face's extra reads do not count as more faces)."""
+        return self.run_all(batch, wide)[:2]
+
+    def run_all(self, batch: np.ndarray, wide: bool | None = None):
+        """`run` and each point's confidence: (points, confidence, point confidence (B, N) or None
+        when the Landmarker was made without `point_confidence`)."""
         b = self.fixed_batch
         if b is not None and len(batch) != b:
+            n = self.schema.n
             if not len(batch):
-                return np.zeros((0, self.schema.n, 2), np.float32), np.zeros(0, np.float32)
-            parts = [self.run(_pad(batch[i:i + b], b), wide) for i in range(0, len(batch), b)]
-            pts = np.concatenate([p for p, _ in parts])[:len(batch)]
-            conf = np.concatenate([c for _, c in parts])[:len(batch)]
-            return pts, conf
+                return (np.zeros((0, n, 2), np.float32), np.zeros(0, np.float32),
+                        np.zeros((0, n), np.float32) if self.point_confidence else None)
+            parts = [self.run_all(_pad(batch[i:i + b], b), wide) for i in range(0, len(batch), b)]
+            pts = np.concatenate([p[0] for p in parts])[:len(batch)]
+            conf = np.concatenate([p[1] for p in parts])[:len(batch)]
+            pc = np.concatenate([p[2] for p in parts])[:len(batch)] if self.point_confidence else None
+            return pts, conf, pc
         session = self.session
         if wide is None:
             wide = len(batch) >= WIDE_BATCH
@@ -264,8 +286,10 @@ class Landmarker:
             session = self._wide
         out = session.run(self._outputs, {self.card.input_name: batch})
         pts = out[0].reshape(len(batch), self.schema.n, 2)
-        conf = out[1].reshape(len(batch)) if len(out) > 1 else np.ones(len(batch), np.float32)
-        return pts, conf
+        has_presence = len(out) > (2 if self.point_confidence else 1)
+        conf = out[1].reshape(len(batch)) if has_presence else np.ones(len(batch), np.float32)
+        pc = out[-1].reshape(len(batch), self.schema.n) if self.point_confidence else None
+        return pts, conf, pc
 
 
 def _pad(chunk: np.ndarray, b: int) -> np.ndarray:
