@@ -181,7 +181,8 @@ def main(argv=None) -> int:
         return 2
     card.name = dst.stem
     card.save(dst.with_suffix(".json"))
-    print(f"wrote {dst} ({POINT_CONFIDENCE} from {n} heatmap softmax{'es' if n > 1 else ''}) and {dst.with_suffix('.json')}")
+    maps = f"{n} heatmap softmax{'es' if n > 1 else ''}"
+    print(f"wrote {dst} ({POINT_CONFIDENCE} from {maps}) and {dst.with_suffix('.json')}")
     return 0
 
 

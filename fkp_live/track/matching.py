@@ -95,6 +95,7 @@ class Track:
     smoothed: np.ndarray | None = None
     confidence: float = 0.0
     born: int = 0  # frame index of its first detection
+    point_confidence: np.ndarray | None = None  # (N,) the last read's, where the model gives it
 
 
 class IdPool:

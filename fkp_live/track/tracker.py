@@ -63,6 +63,8 @@ class Face:
     smoothed: np.ndarray  # (N, 2) after smoothing (the raw ones when smoothing is off)
     confidence: float
     crop: Crop
+    # (N,) each point's confidence in 0..1 from its heatmap (Tracker(point_confidence=True)), else None
+    point_confidence: np.ndarray | None = None
 
     @property
     def points(self) -> np.ndarray:
@@ -91,7 +93,8 @@ class Tracker:
 
     model: an alias (`fast`, `accurate`), a shipped model's name or an .onnx path with its card;
     device: auto, cpu, cuda or tensorrt; detector: auto, blazeface, blazeface-full, haar or any
-    callable image -> list[Detection]; smooth: Kalman strength (0 or None: off).
+    callable image -> list[Detection]; smooth: Kalman strength (0 or None: off);
+    point_confidence: each face also carries its points' confidence (a model with that output).
     `tracker(frame)` returns the faces; `tracker.track(frame)` also the events and stage timings.
     """
 
@@ -99,12 +102,14 @@ class Tracker:
                  detector="auto", redetect_every: int = 30, max_faces: int = 5,
                  smooth: float | None = DEFAULT_STRENGTH, min_confidence: float = 0.5,
                  min_detection_score: float = 0.5, landmarker: Landmarker | None = None,
-                 refine: bool = True, refine_shift: float | None = None, quiet: bool = True):
+                 refine: bool = True, refine_shift: float | None = None, quiet: bool = True,
+                 point_confidence: bool = False):
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, not {redetect_every}")
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, not {max_faces}")
-        self.landmarker = landmarker or Landmarker(model, device, threads, quiet=quiet)
+        self.landmarker = landmarker or Landmarker(model, device, threads, quiet=quiet,
+                                                   point_confidence=point_confidence)
         self.card = self.landmarker.card
         self.schema = self.landmarker.schema
         self.detector = make_detector(detector, min_detection_score) if isinstance(detector, str) else detector
@@ -179,12 +184,12 @@ class Tracker:
         batch = self.landmarker.prepare_frame(frame, crops) if crops else None
         t1 = time.perf_counter()
         if crops:
-            uv, conf = self.landmarker.run(batch)
+            uv, conf, pc = self.landmarker.run_all(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
             if fresh and self.refine:
-                crops, pts, conf = self._refine(frame, crops, pts, conf, len(tracks))
+                crops, pts, conf, pc = self._refine(frame, crops, pts, conf, len(tracks), pc)
         else:
-            pts, conf = [], np.zeros(0)
+            pts, conf, pc = [], np.zeros(0), None
         t2 = time.perf_counter()
         secs["crop"], secs["infer"] = t1 - t0, t2 - t1
 
@@ -205,6 +210,7 @@ class Tracker:
                 smoother = KeypointSmoother(self.smooth) if self.smooth and not still else None
                 tr = Track(id=-1, crop=crop, smoother=smoother, born=self._index)
             tr.crop, tr.points, tr.confidence = crop, p, c
+            tr.point_confidence = None if pc is None else pc[k]
             kept.append(tr)
         kept = self._deduplicate(kept, events)
         faces = []
@@ -226,7 +232,8 @@ class Tracker:
                 tr.crop = crop_from_points(tr.smoothed, self.schema, self.card.crop_scale, self.card.crop_rotate)
             s = tr.smoothed
             (x0, y0), (x1, y1) = s.min(axis=0).tolist(), s.max(axis=0).tolist()
-            faces.append(Face(tr.id, (x0, y0, x1, y1), tr.points, s, tr.confidence, seen_in))
+            faces.append(Face(tr.id, (x0, y0, x1, y1), tr.points, s, tr.confidence, seen_in,
+                              tr.point_confidence))
         self.tracks = [] if still else kept
         # post: checks, ids, the next frame's crops and the boxes (everything after the model
         # but the smoothing filters themselves)
@@ -283,19 +290,21 @@ class Tracker:
             events.append(Event("crowd", None, len(dets) + len(self.tracks)))
         return dets[:max(free, 0)]
 
-    def _refine(self, frame: Frame, crops, pts, conf, first: int):
+    def _refine(self, frame: Frame, crops, pts, conf, first: int, pc=None):
         """Read the faces from `first` on (new detections) again, from the crops their points give,
-        each the mean of its `views`."""
+        each the mean of its `views` (the points' confidence, `pc`, too where read)."""
         again = [crop_from_points(p, self.schema, self.card.crop_scale, self.card.crop_rotate) for p in pts[first:]]
         views = [v for c in again for v in self.views(c)]
         k = len(views) // len(again)
         lm = self.landmarker
-        uv, conf2 = lm.run(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
+        uv, conf2, pc2 = lm.run_all(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
         read = np.stack([v.to_frame(p) for v, p in zip(views, uv)])
         crops = crops[:first] + again
         pts = pts[:first] + list(read.reshape(len(again), k, *read.shape[1:]).mean(axis=1))
         conf = np.concatenate([conf[:first], conf2.reshape(len(again), k).mean(axis=1)])
-        return crops, pts, conf
+        if pc is not None:
+            pc = np.concatenate([pc[:first], pc2.reshape(len(again), k, -1).mean(axis=1)])
+        return crops, pts, conf, pc
 
     def views(self, crop: Crop) -> list[Crop]:
         """The crops a new face's second read averages: `crop` moved `refine_shift` model pixels

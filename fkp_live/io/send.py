@@ -1,0 +1,511 @@
+"""Live outputs (`--send URL`): each frame's faces sent to other programs as they are tracked.
+
+- `osc://HOST:PORT`: one OSC bundle per frame over UDP (python-osc builds it), for TouchDesigner,
+  Max/MSP, Pure Data, VSeeFace-style receivers. Addresses (`<id>` is the face id):
+
+      /fkp/frame                 index (int), timestamp (float, seconds; -1 without one),
+                                 faces (int), width (int), height (int)
+      /fkp/faces                 the ids in this frame (ints; no arguments when none)
+      /fkp/face/<id>/points      2N floats: x0 y0 x1 y1 ... (pixels, or 0..1 with --send-normalised)
+      /fkp/face/<id>/box         x0 y0 x1 y1
+      /fkp/face/<id>/confidence  face presence, 0..1
+      /fkp/face/<id>/conf        N floats, each point's confidence (with --point-confidence)
+      /fkp/face/<id>/pose        Tx Ty Tz (mm) Rx Ry Rz (degrees)   (with --analyse pose)
+      /fkp/face/<id>/eyes        ear_l ear_r blink (0/1)            (with --analyse eyes)
+      /fkp/face/<id>/mouth       mouth_open                         (with --analyse mouth)
+
+- `ws://HOST:PORT`: a WebSocket server; every client that connects gets one JSON message per
+  frame (the fields of a JSON Lines line, plus "width", "height" and "normalised"). The same port
+  answers plain HTTP with a page that draws the points live (`fkp_live/web/index.html`).
+- `udp://HOST:PORT`: one JSON datagram per frame, the WebSocket message.
+
+A sender never holds the tracker up: frames go through a bounded queue to a thread of its own, a
+message that finds the queue full (or a client's queue, or the socket's buffer) is dropped and
+counted, never waited for. The server binds 127.0.0.1 unless the URL names an address; a port in
+use, an unknown or unreachable host is a `SinkError` when the sender is made, before any frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from importlib import resources
+from typing import NamedTuple
+
+import numpy as np
+
+from .sinks import Sink, SinkError
+
+log = logging.getLogger("fkp_live")
+# the websockets library's own log (a line per connection) only where something went wrong
+_WS_LOG = logging.getLogger("fkp_live.ws")
+_WS_LOG.setLevel(logging.WARNING)
+
+SCHEMES = ("osc", "ws", "udp")
+DEPTH = 8  # messages waiting per sender (per client for the WebSocket server)
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
+EXTRA = "pip install 'fkp-live[live]'"
+
+
+class Target(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    url: str
+    named_host: bool  # the URL gave a host (else 127.0.0.1)
+
+
+def parse_target(url: str, what: str = "--send") -> Target:
+    """`osc://HOST:PORT`, `ws://HOST:PORT`, `udp://HOST:PORT` (HOST may be left out:
+    `ws://:8765` is 127.0.0.1; `[::1]` for IPv6) -> Target; SinkError naming the option otherwise."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise SinkError(f"{what} {url}: give osc://HOST:PORT, ws://HOST:PORT or udp://HOST:PORT")
+    rest = rest.rstrip("/")
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ""
+    else:
+        host, _, port = rest.rpartition(":")
+    # ws://HOST:0: the server takes a free port (and says which)
+    low = 0 if scheme == "ws" else 1
+    if not port.isdigit() or not low <= int(port) < 65536:
+        raise SinkError(f"{what} {url}: the port must be a number from {low} to 65535, e.g. {scheme}://127.0.0.1:9000")
+    return Target(scheme, host or "127.0.0.1", int(port), url, bool(host))
+
+
+def needs(module: str, package: str, url: str):
+    """Import an optional dependency of the live outputs, or a one-line SinkError saying how."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SinkError(f"--send {url} needs the {package} package: {EXTRA}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+class Snapshot(NamedTuple):
+    """What a message is made of: the frame's numbers (not its picture) and its faces."""
+
+    index: int
+    timestamp: float | None
+    source: str | None
+    width: int
+    height: int
+    faces: list
+    captured: float  # time.perf_counter() when the frame was read (Frame.captured)
+
+
+def snapshot(frame, faces) -> Snapshot:
+    h, w = frame.shape[:2]
+    captured = getattr(frame, "captured", None)
+    return Snapshot(frame.index, frame.pts_seconds, frame.source, int(w), int(h), list(faces),
+                    time.perf_counter() if captured is None else captured)
+
+
+def _scaled(points: np.ndarray, snap: Snapshot, normalise: bool) -> np.ndarray:
+    return points / np.array([snap.width, snap.height], np.float64) if normalise else points
+
+
+def record(snap: Snapshot, normalise: bool = False) -> dict:
+    """The JSON message of one frame: the fields of a JSON Lines line ("frame", "timestamp",
+    "source", "faces" with "id", "confidence", "box", "points", "raw" and the analysis), plus
+    "width", "height", "normalised" and, per face, "point_confidence" where read."""
+    digits = 5 if normalise else 2
+    rec = {"frame": snap.index, "timestamp": snap.timestamp}
+    if snap.source is not None:
+        rec["source"] = snap.source
+    rec.update(width=snap.width, height=snap.height, normalised=normalise)
+    faces = []
+    for f in snap.faces:
+        box = _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap, normalise).ravel()
+        d = {"id": f.id, "confidence": round(float(f.confidence), 4),
+             "box": [round(v, digits) for v in box.tolist()],
+             "points": np.round(_scaled(f.points, snap, normalise), digits).tolist(),
+             "raw": np.round(_scaled(f.raw, snap, normalise), digits).tolist()}
+        pc = getattr(f, "point_confidence", None)
+        if pc is not None:
+            d["point_confidence"] = np.round(np.asarray(pc, np.float64), 4).tolist()
+        a = getattr(f, "analysis", None)
+        if a is not None:
+            d.update(a.to_json())
+        faces.append(d)
+    rec["faces"] = faces
+    return rec
+
+
+def osc_bundle(snap: Snapshot, normalise: bool = False) -> bytes:
+    """One frame as an OSC bundle (the addresses in the module doc)."""
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    bundle = OscBundleBuilder(IMMEDIATELY)
+
+    def add(address: str, values, kind: str = "f") -> None:
+        m = OscMessageBuilder(address)
+        for v in values:
+            m.add_arg(int(v) if kind == "i" else float(v), kind)
+        bundle.add_content(m.build())
+
+    ts = -1.0 if snap.timestamp is None else snap.timestamp
+    m = OscMessageBuilder("/fkp/frame")
+    for v, k in ((snap.index, "i"), (ts, "f"), (len(snap.faces), "i"), (snap.width, "i"), (snap.height, "i")):
+        m.add_arg(v, k)
+    bundle.add_content(m.build())
+    add("/fkp/faces", [f.id for f in snap.faces], "i")
+    for f in snap.faces:
+        base = f"/fkp/face/{f.id}"
+        add(base + "/points", _scaled(f.points, snap, normalise).ravel().tolist())
+        add(base + "/box", _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap, normalise).ravel().tolist())
+        add(base + "/confidence", [f.confidence])
+        pc = getattr(f, "point_confidence", None)
+        if pc is not None:
+            add(base + "/conf", np.asarray(pc).ravel().tolist())
+        a = getattr(f, "analysis", None)
+        if a is None:
+            continue
+        p = getattr(a, "pose", None)
+        if p is not None:
+            add(base + "/pose", [p.tx, p.ty, p.tz, p.rx, p.ry, p.rz])
+        if getattr(a, "ear_l", None) is not None or getattr(a, "blink", None) is not None:
+            ear_l, ear_r = (getattr(a, k, None) for k in ("ear_l", "ear_r"))
+            add(base + "/eyes", [-1.0 if v is None else v for v in (ear_l, ear_r)] + [float(bool(a.blink))])
+        if getattr(a, "mouth_open", None) is not None:
+            add(base + "/mouth", [a.mouth_open])
+    return bundle.build().dgram
+
+
+# ----------------------------------------------------------------------------------------------
+class Counts:
+    """What a sender did: messages sent and dropped, and each sent message's latency from frame
+    capture to sent (seconds)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped = 0
+        self.latency: list[float] = []
+        self._lock = threading.Lock()
+
+    def sent_one(self, captured: float) -> None:
+        with self._lock:
+            self.sent += 1
+            self.latency.append(time.perf_counter() - captured)
+
+    def drop(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def latency_ms(self) -> dict[str, float]:
+        """Median, 95th percentile and largest latency in ms (empty when nothing was sent)."""
+        if not self.latency:
+            return {}
+        a = np.asarray(self.latency) * 1000.0
+        return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+class Sender(Sink):
+    """Base of the live outputs: `write` queues the frame's numbers for the sender's thread, which
+    encodes and sends them; a full queue drops the oldest message (counted), so the newest frame
+    is always the next to go."""
+
+    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
+        self.target = target
+        self.url = target.url
+        self.normalise = bool(normalise)
+        self.counts = Counts()
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name=f"fkp-send-{self.target.scheme}", daemon=True)
+        self._thread.start()
+
+    def write(self, frame, faces) -> None:
+        item = snapshot(frame, faces)
+        while True:
+            try:
+                self._q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._q.get_nowait()
+                    self.counts.drop()
+                except queue.Empty:
+                    pass
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            try:
+                payload = self.encode(item)
+            except Exception:  # a message that cannot be made is dropped, the run goes on
+                log.debug("%s: message for frame %d not made", self.url, item.index, exc_info=True)
+                self.counts.drop()
+                continue
+            if self.deliver(payload):
+                self.counts.sent_one(item.captured)
+            else:
+                self.counts.drop()
+
+    def encode(self, snap: Snapshot) -> bytes:
+        raise NotImplementedError
+
+    def deliver(self, payload: bytes) -> bool:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """One line: sent, dropped, latency."""
+        c = self.counts
+        lat = c.latency_ms()
+        tail = (f"; capture to sent {lat['median']:.2f} ms median, {lat['p95']:.2f} ms 95th percentile"
+                if lat else "")
+        return f"{self.url}: {c.sent} message{'s' * (c.sent != 1)} sent, {c.dropped} dropped{tail}"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            while True:  # the end marker must get in; what is still queued is sent first
+                try:
+                    self._q.put(None, timeout=1.0)
+                    break
+                except queue.Full:
+                    self._q.get_nowait()
+                    self.counts.drop()
+            self._thread.join(timeout=5.0)
+
+
+class DatagramSender(Sender):
+    """UDP to one receiver: the socket is connected when made (an unknown host or one with no
+    route is an error then) and never blocks (a full buffer or a refused port drops the message)."""
+
+    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
+        super().__init__(target, normalise, depth)
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as e:
+            raise SinkError(f"--send {target.url}: unknown host {target.host!r} ({e.strerror}); "
+                            "check the name or give an IP address") from None
+        family, kind, proto, _, addr = infos[0]
+        self._sock = socket.socket(family, kind, proto)
+        try:
+            self._sock.connect(addr)
+        except OSError as e:
+            self._sock.close()
+            raise SinkError(f"--send {target.url}: cannot reach {target.host}:{target.port} "
+                            f"({e.strerror or e}); check the address and the network") from None
+        self._sock.setblocking(False)
+        self.refused = 0
+        self._start()
+
+    def deliver(self, payload: bytes) -> bool:
+        if len(payload) > MAX_DATAGRAM:
+            log.debug("%s: a %d-byte message is over the UDP limit", self.url, len(payload))
+            return False
+        try:
+            self._sock.send(payload)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionRefusedError:  # nothing listens there (yet): the next message tries again
+            self.refused += 1
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return False
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._sock.close()
+
+
+class OscSender(DatagramSender):
+    """`osc://HOST:PORT`: one OSC bundle per frame."""
+
+    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
+        needs("pythonosc", "python-osc", target.url)
+        super().__init__(target, normalise, depth)
+
+    def encode(self, snap: Snapshot) -> bytes:
+        return osc_bundle(snap, self.normalise)
+
+
+class UdpSender(DatagramSender):
+    """`udp://HOST:PORT`: one JSON datagram per frame."""
+
+    def encode(self, snap: Snapshot) -> bytes:
+        return json.dumps(record(snap, self.normalise), separators=(",", ":")).encode()
+
+
+def page() -> bytes:
+    """The live view the WebSocket server serves over HTTP."""
+    return resources.files("fkp_live.web").joinpath("index.html").read_bytes()
+
+
+class WebSocketSender(Sender):
+    """`ws://HOST:PORT`: a WebSocket server streaming one JSON message per frame to every client,
+    and the live view page over HTTP on the same port. Each client has its own bounded queue (a
+    slow client loses messages, the others do not); the kernel's send buffer per client is kept
+    small (SEND_BUFFER), so a client that stops reading is found out within a few messages."""
+
+    SEND_BUFFER = 128 * 1024
+
+    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
+        super().__init__(target, normalise, depth)
+        needs("websockets", "websockets", target.url)
+        from websockets.asyncio.server import serve
+
+        self._depth = depth
+        self._page = page()
+        self._clients: dict = {}
+        self._pending = 0  # frames handed to the server's loop and not yet taken
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def start():
+            self._server = await serve(self._client, target.host, target.port, process_request=self._http,
+                                       max_size=2 ** 16, compression=None, ping_interval=20,
+                                       close_timeout=1.0, logger=_WS_LOG)
+
+        def work():
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(start())
+            except BaseException as e:
+                failure.append(e)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=work, name="fkp-send-ws", daemon=True)
+        self._thread.start()
+        ready.wait(10.0)
+        if failure:
+            e = failure[0]
+            self._thread.join(timeout=2.0)
+            self._loop.close()
+            if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+                raise SinkError(f"--send {target.url}: port {target.port} is in use on {target.host}; "
+                                "choose another port, or stop the program that holds it") from None
+            if isinstance(e, socket.gaierror):
+                raise SinkError(f"--send {target.url}: unknown host {target.host!r}; give an address of "
+                                "this machine, e.g. ws://127.0.0.1:8765") from None
+            raise SinkError(f"--send {target.url}: cannot listen on {target.host}:{target.port} "
+                            f"({getattr(e, 'strerror', None) or e}); give an address of this machine") from None
+        self.address = self._server.sockets[0].getsockname()[:2] if self._server.sockets else (target.host, target.port)
+        self.port = int(self.address[1])
+        host = target.host if ":" not in target.host else f"[{target.host}]"
+        self.page_url = f"http://{host}:{self.port}/"
+        loopback = target.host in ("127.0.0.1", "::1", "localhost")
+        reach = "only this machine can connect" if loopback else f"open to other machines on {target.host}"
+        if not target.named_host:
+            reach += f" (name an address to listen on others, e.g. ws://0.0.0.0:{self.port})"
+        self.announcement = (f"live view on {self.page_url} (WebSocket ws://{host}:{self.port}/), {reach}")
+        log.info("fkp-live: %s", self.announcement)
+
+    # the server's own thread -------------------------------------------------------------------
+    def _http(self, connection, request):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        if request.path.split("?")[0] in ("/", "/index.html"):
+            from websockets.datastructures import Headers
+            from websockets.http11 import Response
+
+            headers = Headers([("Content-Type", "text/html; charset=utf-8"),
+                               ("Content-Length", str(len(self._page))), ("Cache-Control", "no-store")])
+            return Response(200, "OK", headers, self._page)
+        return connection.respond(404, "fkp-live serves its live view at / and the WebSocket at /\n")
+
+    async def _client(self, connection) -> None:
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.SEND_BUFFER)
+        q: asyncio.Queue = asyncio.Queue(maxsize=self._depth)
+        self._clients[connection] = q
+        try:
+            while True:
+                text, captured = await q.get()
+                await connection.send(text)
+                self.counts.sent_one(captured)
+        except Exception:  # the client went away
+            pass
+        finally:
+            self._clients.pop(connection, None)
+
+    def _publish(self, snap: Snapshot) -> None:
+        with self._lock:
+            self._pending -= 1
+        if not self._clients:
+            return
+        text = json.dumps(record(snap, self.normalise), separators=(",", ":"))
+        for q in list(self._clients.values()):
+            if q.full():
+                q.get_nowait()
+                self.counts.drop()
+            q.put_nowait((text, snap.captured))
+
+    # the tracker's thread ----------------------------------------------------------------------
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def write(self, frame, faces) -> None:
+        if not self._clients or self._closed:
+            return  # nobody to send to: nothing made, nothing dropped
+        with self._lock:
+            if self._pending >= self._depth:  # the server's loop is behind: the frame is dropped
+                self.counts.drop()
+                return
+            self._pending += 1
+        self._loop.call_soon_threadsafe(self._publish, snapshot(frame, faces))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def stop():
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 3.0)
+            except asyncio.TimeoutError:
+                pass
+            # what is left (a handshake under way, a client that stopped reading) is cancelled
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5.0)
+        except Exception:
+            log.debug("%s: the server did not close cleanly", self.url, exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def make_sender(url: str, normalise: bool = False) -> Sender:
+    """The live output a `--send` URL names, ready to write to (server listening, socket connected)."""
+    t = parse_target(url)
+    cls = {"osc": OscSender, "ws": WebSocketSender, "udp": UdpSender}[t.scheme]
+    return cls(t, normalise)
