@@ -1,0 +1,169 @@
+"""Per-point confidence: the output `train.point_confidence` adds to a heatmap graph leaves its
+points and presence as they were, reaches `Face.point_confidence` and the live messages, is a
+clear error where the model has none, and scores occluded points lower than visible ones."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import DATA, ROOT, SHIPPED, needs_data, needs_shipped_model
+from fkp_live.card import ModelError
+from fkp_live.track.landmarker import POINT_CONFIDENCE, Landmarker
+
+pytest.importorskip("onnx", reason="onnx is not installed (pip install 'fkp-live[dev]')")
+
+from train.occlusion import auc, measure  # noqa: E402
+from train.point_confidence import PointConfidenceError, add_point_confidence, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pc_model(tmp_path_factory):
+    if not SHIPPED.exists():
+        pytest.skip("the shipped model is not there")
+    out = tmp_path_factory.mktemp("pc") / "fast-pc.onnx"
+    assert main([str(SHIPPED), str(out)]) == 0
+    return out
+
+
+def test_auc_is_the_rank_probability():
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=300).round(1)  # ties on purpose
+    hidden = rng.random(300) < 0.3
+    vis, hid = s[~hidden], s[hidden]
+    brute = ((vis[:, None] > hid[None]).sum() + 0.5 * (vis[:, None] == hid[None]).sum()) / (len(vis) * len(hid))
+    assert auc(s, hidden) == pytest.approx(brute)
+    assert auc([2, 3, 0, 1], [False, False, True, True]) == 1.0
+
+
+@needs_shipped_model
+def test_the_added_output_leaves_points_and_presence_unchanged(pc_model):
+    plain = Landmarker(SHIPPED, device="cpu")
+    withpc = Landmarker(pc_model, device="cpu", point_confidence=True)
+    x = np.random.default_rng(0).standard_normal((3, 1, plain.size, plain.size)).astype(np.float32)
+    p1, c1 = plain.run(x)
+    p2, c2, pc = withpc.run_all(x)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(c1, c2)
+    assert pc.shape == (3, 68) and pc.dtype == np.float32
+    assert (pc >= 0).all() and (pc <= 1).all()
+    assert plain.run_all(x)[2] is None  # not asked for: not read
+    card = json.loads(pc_model.with_suffix(".json").read_text())
+    assert card["name"] == "fast-pc"
+
+
+@needs_shipped_model
+def test_a_model_without_the_output_is_a_clear_error():
+    with pytest.raises(ModelError, match=f"no per-point confidence.*{POINT_CONFIDENCE}.*train.point_confidence"):
+        Landmarker(SHIPPED, device="cpu", point_confidence=True)
+
+
+def test_a_graph_without_heatmaps_or_with_the_output_is_refused(model_path, tmp_path, pc_model):
+    with pytest.raises(PointConfidenceError, match="no heatmap softmax"):
+        add_point_confidence(model_path, tmp_path / "x.onnx", 68)
+    with pytest.raises(PointConfidenceError, match="already"):
+        add_point_confidence(pc_model, tmp_path / "y.onnx", 68)
+    assert main([str(pc_model), str(pc_model)]) == 2
+
+
+@needs_shipped_model
+def test_every_shipped_variant_takes_the_output(tmp_path):
+    """FP32, INT8 and FP16 (whose softmax runs in float16), the mirror-averaged `accurate` too."""
+    for name in ("ibug68.onnx", "ibug68.fp16.onnx", "ibug68-accurate.int8.onnx"):
+        src = ROOT / "models" / name
+        if not src.exists():
+            continue
+        dst = tmp_path / name
+        shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+        add_point_confidence(src, dst, 68)
+        lm = Landmarker(dst, device="cpu", point_confidence=True)
+        x = np.zeros((2, 1, lm.size, lm.size), np.float32)
+        assert lm.run_all(x)[2].shape == (2, 68)
+
+
+@needs_shipped_model
+def test_faces_and_live_messages_carry_the_confidence(pc_model):
+    from fkp_live import Tracker, run
+    from fkp_live.io.send import record, snapshot
+    from fkp_live.io.sinks import Sink
+    from fkp_live.io.sources import DemoSource
+
+    seen = []
+
+    class Keep(Sink):
+        def write(self, frame, faces):
+            seen.append(record(snapshot(frame, faces)))
+
+    with DemoSource(frames=5) as src, Tracker(pc_model, device="cpu", point_confidence=True) as t:
+        run(src, t, [Keep()])
+    pcs = [f["point_confidence"] for m in seen for f in m["faces"]]
+    assert len(pcs) == 5 and all(len(p) == 68 for p in pcs)
+    # the demo's face is clear: most of its points are read with a sharp heatmap
+    assert np.median(pcs) > 0.4
+
+
+@needs_data
+@needs_shipped_model
+def test_occluded_points_score_lower_than_visible_ones(pc_model):
+    res = measure(str(pc_model), str(DATA / "300w"), "test", repeats=1, limit=80)
+    assert res["hidden_points"] > 500 and res["visible_points"] > 1500
+    assert res["mean_hidden"] < res["mean_visible"] < res["mean_clear"] + 0.02
+    assert res["auc"] > 0.7
+    assert res["auc_hidden_vs_same_points_clear"] > 0.85
+
+
+def _torch_confidence(model, x, sigma=0.05):
+    """The confidence computed in torch from the net's own heatmaps, as the module doc defines it."""
+    import torch
+
+    maps = []
+    hook = model.decode.register_forward_pre_hook(lambda m, args: maps.append(args[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    hook.remove()
+    hm = maps[0]
+    b, n, h, w = hm.shape
+    p = torch.softmax(hm.reshape(b, n, h * w) * model.decode.beta, dim=-1).reshape(b, n, h, w)
+    xs = (torch.arange(w) + 0.5) / w
+    ys = (torch.arange(h) + 0.5) / h
+    mx = (p.sum(2) * xs).sum(-1)
+    my = (p.sum(3) * ys).sum(-1)
+    d2 = (xs[None, None, None, :] - mx[..., None, None]) ** 2 + (ys[None, None, :, None] - my[..., None, None]) ** 2
+    return (p * torch.exp(-d2 / (2 * sigma ** 2))).sum(dim=(2, 3)).numpy()
+
+
+def test_export_option_matches_the_heatmaps_in_torch_plain_and_mirror_averaged(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from train.cli import main as fkp_train
+    from train.nets import build_model
+    from train.tasks import get
+
+    task = get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16})
+    torch.manual_seed(0)
+    model = build_model(task).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    with torch.no_grad():  # sharper heatmaps than a fresh net's near-uniform ones
+        model.heat.weight.mul_(300.0)
+    torch.save({"model": model.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}, tmp_path / "best.pt")
+    x = np.random.default_rng(4).standard_normal((3, 1, 64, 64)).astype(np.float32)
+    want = _torch_confidence(model, x)
+    assert want.std() > 0.01  # the crops differ, so does the confidence
+    for extra in ([], ["--flip-average"]):
+        out = tmp_path / f"m{len(extra)}.onnx"
+        r = CliRunner().invoke(fkp_train, ["export", str(tmp_path / "best.pt"), "--out", str(out),
+                                           "--point-confidence", *extra])
+        assert r.exit_code == 0, r.output
+        lm = Landmarker(out, device="cpu", point_confidence=True)
+        _, _, pc = lm.run_all(x)
+        # the mirror-averaged graph reads the confidence from the unmirrored crop's heatmaps
+        np.testing.assert_allclose(pc, want, atol=1e-5)
+    r = CliRunner().invoke(fkp_train, ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "n.onnx")])
+    with pytest.raises(ModelError):
+        Landmarker(tmp_path / "n.onnx", device="cpu", point_confidence=True)
