@@ -126,12 +126,11 @@ def _torch_confidence(model, x, sigma=0.05):
     hm = maps[0]
     b, n, h, w = hm.shape
     p = torch.softmax(hm.reshape(b, n, h * w) * model.decode.beta, dim=-1).reshape(b, n, h, w)
-    xs = (torch.arange(w) + 0.5) / w
-    ys = (torch.arange(h) + 0.5) / h
-    mx = (p.sum(2) * xs).sum(-1)
-    my = (p.sum(3) * ys).sum(-1)
-    d2 = (xs[None, None, None, :] - mx[..., None, None]) ** 2 + (ys[None, None, :, None] - my[..., None, None]) ** 2
-    return (p * torch.exp(-d2 / (2 * sigma ** 2))).sum(dim=(2, 3)).numpy()
+    xs = ((torch.arange(w) + 0.5) / w).double()
+    ys = ((torch.arange(h) + 0.5) / h).double()
+    px, py = p.sum(2).double(), p.sum(3).double()  # the marginals over x and over y
+    var = ((px * xs ** 2).sum(-1) - (px * xs).sum(-1) ** 2) + ((py * ys ** 2).sum(-1) - (py * ys).sum(-1) ** 2)
+    return (1.0 / (1.0 + var / (2 * sigma ** 2))).numpy()
 
 
 def test_export_option_matches_the_heatmaps_in_torch_plain_and_mirror_averaged(tmp_path):
@@ -154,7 +153,7 @@ def test_export_option_matches_the_heatmaps_in_torch_plain_and_mirror_averaged(t
     torch.save({"model": model.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}, tmp_path / "best.pt")
     x = np.random.default_rng(4).standard_normal((3, 1, 64, 64)).astype(np.float32)
     want = _torch_confidence(model, x)
-    assert want.std() > 0.01  # the crops differ, so does the confidence
+    assert want.std() > 0.003  # the crops differ, so does the confidence
     for extra in ([], ["--flip-average"]):
         out = tmp_path / f"m{len(extra)}.onnx"
         r = CliRunner().invoke(fkp_train, ["export", str(tmp_path / "best.pt"), "--out", str(out),
