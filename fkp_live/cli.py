@@ -48,6 +48,8 @@ Examples:
                                              run it again to resume
   fkp-live --videos clips/ --out-dir out/ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
                                              one shard of the set per array task (see examples/)
+  fkp-live --camera 0 --send ws://:8765 --send osc://127.0.0.1:9000
+                                             live to a browser (http://127.0.0.1:8765/) and an OSC patch
   fkp-live bench --video talk.mp4            speed, memory and smoothing figures
 
 \b
@@ -170,6 +172,17 @@ def _device_line(tracker) -> str:
               help="Overlay: any of points,contours,ids,box,fps,pose (or all, none); pose draws the head's axes.")
 @click.option("--csv", metavar="PATH", help="Write keypoints as CSV (OpenFace-style columns).")
 @click.option("--jsonl", metavar="PATH", help="Write keypoints as JSON Lines, one frame per line.")
+@click.option("--send", "send", multiple=True, metavar="URL",
+              help="Send every frame's faces live, as tracked (repeatable): osc://HOST:PORT, an OSC bundle per "
+                   "frame; ws://HOST:PORT, a WebSocket server streaming a JSON message per frame, with a live "
+                   "view page at http://HOST:PORT/ (it listens on 127.0.0.1 unless HOST names another "
+                   "address); udp://HOST:PORT, a JSON datagram per frame. Needs pip install 'fkp-live[live]'.")
+@click.option("--send-normalised", is_flag=True,
+              help="With --send: coordinates as fractions (0..1) of the frame's width and height.")
+@click.option("--point-confidence", is_flag=True,
+              help="Each point's confidence (0..1, from the heatmap it is read from) in the CSV (c_0..), the "
+                   "JSONL, --send and the Python Face; needs a model with that output (fkp-train export "
+                   "--point-confidence, or python -m train.point_confidence MODEL OUT).")
 @click.option("--analysis", metavar="LIST", default="none", show_default=True,
               help="Per-face analysis in the CSV, JSONL and Python API: any of pose,eyes,mouth (or all, "
                    "none). pose: head pose (pose_T* mm, pose_R* degrees); eyes: eye aspect ratios and blink; "
@@ -204,7 +217,8 @@ def _device_line(tracker) -> str:
 @click.option("-v", "--verbose", count=True, help="Log faces found and lost; show tracebacks.")
 @click.version_option(package_name="fkp-live", prog_name="fkp-live")
 def run(camera, video, images, demo, videos, demo_frames, model, device, detector, redetect_every, max_faces,
-        smooth, no_smooth, min_confidence, refine_shift, output, mp4_preset, mp4_crf, draw_layers, csv, jsonl, analysis, focal, blink_threshold, crops,
+        smooth, no_smooth, min_confidence, refine_shift, output, mp4_preset, mp4_crf, draw_layers, csv, jsonl,
+        send, send_normalised, point_confidence, analysis, focal, blink_threshold, crops,
         crop_size, crops_every, out_dir, jobs, shard, mp4, morph_to, morph_alpha, no_display, max_frames, stats,
         threads, verbose):
     """Track facial keypoints live, or in a video or image folder, and save or show them.
@@ -300,7 +314,8 @@ def _tracker_options(o: dict, threads: int | None) -> dict:
     return dict(model=o["model"], device=o["device"], threads=threads, detector=o["detector"],
                 redetect_every=o["redetect_every"], max_faces=o["max_faces"],
                 smooth=0.0 if o["no_smooth"] else o["smooth"], min_confidence=o["min_confidence"],
-                refine_shift=o["refine_shift"], quiet=not o["verbose"])
+                refine_shift=o["refine_shift"], quiet=not o["verbose"],
+                point_confidence=o.get("point_confidence", False))
 
 
 def _analysing(tracker, kinds, layers, o: dict, shown: bool = True):
@@ -343,6 +358,8 @@ def _run(o: dict) -> int:
             raise click.UsageError(f"--{name.replace('_', '-')} goes with --videos")
     if o["jobs"] != 1:
         raise click.UsageError("--jobs goes with --videos")
+    if o["send_normalised"] and not o["send"]:
+        raise click.UsageError("--send-normalised goes with --send URL")
     outs = [(o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl")]
     for path, what in outs:  # before anything slow, so a typo costs nothing
         if path:
@@ -369,13 +386,18 @@ def _run(o: dict) -> int:
         stopped()
         log.info(_device_line(tracker))
         sinks = []
+        if o["send"]:  # first among the outputs: sent as soon as a frame is tracked
+            from .io.send import make_sender
+
+            o["senders"] = [stack.enter_context(make_sender(u, o["send_normalised"])) for u in o["send"]]
+            sinks += o["senders"]
         if o["output"]:
             sinks.append(stack.enter_context(Mp4Sink(
                 o["output"], fps=source.fps, audio_from=source.path if getattr(source, "has_audio", False) else None,
                 crf=o["mp4_crf"], preset=o["mp4_preset"])))
         if o["csv"]:
             sinks.append(stack.enter_context(CsvSink(o["csv"], tracker.schema.n, with_source=source.still,
-                                                     analysis=kinds)))
+                                                     analysis=kinds, point_confidence=o["point_confidence"])))
         if o["jsonl"]:
             sinks.append(stack.enter_context(JsonlSink(o["jsonl"])))
         if o["crops"]:
@@ -450,7 +472,8 @@ def _run(o: dict) -> int:
 def _run_batch(o: dict, layers, kinds) -> int:
     from .batch import BatchError, Options, parse_shard, run_batch
 
-    for opt, what in ((o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl")):
+    for opt, what in ((o["output"], "--output"), (o["csv"], "--csv"), (o["jsonl"], "--jsonl"),
+                      (o["send"], "--send"), (o["point_confidence"], "--point-confidence")):
         if opt:
             raise click.UsageError(f"{what} goes with one source; with --videos every video gets OUT/NAME.csv "
                                    "(and OUT/NAME.mp4 with --mp4) in --out-dir")
@@ -533,6 +556,8 @@ def _summary(source, tracker, res, o: dict) -> None:
     for p in (o["output"], o["csv"], o["jsonl"], o["crops"]):
         if p and res.frames:
             click.echo(f"fkp-live: wrote {p}", err=True)
+    for s in o.get("senders", ()):
+        click.echo(f"fkp-live: {s.summary()}", err=True)
     if o["stats"]:
         import resource
 
@@ -547,6 +572,12 @@ def _summary(source, tracker, res, o: dict) -> None:
         if aside:
             click.echo("in the reading thread, beside the model: "
                        + ", ".join(f"{k} {v:.2f}" for k, v in aside.items()) + " ms per frame", err=True)
+        for s in o.get("senders", ()):
+            for what, lat in (("capture", s.counts.latency_ms()), ("tracking start", s.counts.latency_ms(True))):
+                if lat:
+                    click.echo(f"{s.url}: from {what} to sent {lat['median']:.2f} ms median, {lat['p95']:.2f} "
+                               f"ms 95th percentile, {lat['max']:.2f} ms largest ({s.counts.sent} messages)",
+                               err=True)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         click.echo(f"peak RSS {rss:.0f} MiB; device {tracker.device}", err=True)
 

@@ -241,7 +241,8 @@ def _loop(it, tracker, res, data, pictures, overlay, still, max_frames, stop, pr
             frame = next(it)
         except StopIteration:
             break
-        st["decode"] += time.perf_counter() - t0
+        frame.taken = t1 = time.perf_counter()
+        st["decode"] += t1 - t0
         if read_ahead is not None:
             for k, v in read_ahead(frame, still).items():
                 st[k] += v

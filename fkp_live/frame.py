@@ -25,7 +25,7 @@ class Frame:
     """
 
     __slots__ = ("index", "pts_seconds", "_image", "source", "luma", "grey", "_convert", "detections",
-                 "i420", "yuv_matrix", "lazy", "captured")
+                 "i420", "yuv_matrix", "lazy", "captured", "taken")
 
     def __init__(self, index: int, pts_seconds: float | None, image: np.ndarray | None = None,
                  source: str | None = None, luma: np.ndarray | None = None,
@@ -34,6 +34,7 @@ class Frame:
         self.index = index
         self.pts_seconds = pts_seconds  # presentation time; None for stills
         self.captured = time.perf_counter()  # when the source read it (the live outputs' latency)
+        self.taken = None  # when the run engine took it up (perf_counter), after any read-ahead
         self._image = image  # BGR uint8, (H, W, 3), C-contiguous
         self.source = source  # file name, for image folders
         # The decoder's Y plane (H, W) where it has one (4:2:0 video): grey for a 1-channel model

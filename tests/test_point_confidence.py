@@ -166,3 +166,42 @@ def test_export_option_matches_the_heatmaps_in_torch_plain_and_mirror_averaged(t
     r = CliRunner().invoke(fkp_train, ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "n.onnx")])
     with pytest.raises(ModelError):
         Landmarker(tmp_path / "n.onnx", device="cpu", point_confidence=True)
+
+
+@needs_shipped_model
+def test_cli_writes_c_columns_and_refuses_a_model_without_the_output(pc_model, tmp_path):
+    import csv
+
+    from click.testing import CliRunner
+
+    from fkp_live.cli import run as cli
+
+    def invoke(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        return r.exit_code, r.output
+
+    code, out = invoke("--demo", "--demo-frames", 3, "--no-display", "--point-confidence", "--csv", tmp_path / "n.csv")
+    assert code == 2 and "gives no per-point confidence" in out and "python -m train.point_confidence" in out
+    code, out = invoke("--demo", "--demo-frames", 4, "--no-display", "--model", pc_model, "--point-confidence",
+                       "--analysis", "pose", "--csv", tmp_path / "a.csv", "--jsonl", tmp_path / "a.jsonl")
+    assert code == 0, out
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    header = list(rows[0])
+    assert header.index("c_0") == header.index("y_67") + 1 and header.index("pose_Tx") == header.index("c_67") + 1
+    c = np.array([[float(r[f"c_{i}"]) for i in range(68)] for r in rows])
+    assert c.shape == (4, 68) and ((c > 0) & (c <= 1)).all()
+    lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([f["point_confidence"] for x in lines for f in x["faces"]], c, atol=6e-4)
+    # without the flag the columns are not there
+    code, out = invoke("--demo", "--demo-frames", 2, "--no-display", "--model", pc_model, "--csv", tmp_path / "b.csv")
+    assert code == 0 and "c_0" not in (tmp_path / "b.csv").read_text().splitlines()[0]
+
+
+def test_csv_rows_without_a_face_keep_the_columns(tmp_path):
+    from fkp_live.frame import Frame
+    from fkp_live.io.sinks import CsvSink
+
+    with CsvSink(tmp_path / "e.csv", 68, analysis=["eyes"], point_confidence=True) as sink:
+        sink.write(Frame(0, 0.0, np.zeros((8, 8, 3), np.uint8)), [])
+    head, row = (tmp_path / "e.csv").read_text().splitlines()
+    assert len(row.split(",")) == len(head.split(",")) == 5 + 3 * 68 + 3  # ear_l, ear_r, blink

@@ -121,9 +121,9 @@ def test_osc_server_receives_every_frame_as_one_bundle(tracker):
 
 
 def test_osc_sends_pose_and_eyes_when_analysed(tracker):
-    from fkp_live.analysis import Analyser, AnalysingTracker
     from pythonosc.osc_bundle import OscBundle
 
+    from fkp_live.analysis import Analyser, AnalysingTracker
     from fkp_live.io.send import osc_bundle
 
     tracker.reset()
@@ -231,14 +231,20 @@ def test_port_in_use_and_unknown_host_fail_before_the_first_frame():
         make_sender("ws://192.0.2.1:8765")  # TEST-NET-1: not an address of this machine
 
 
-def test_a_missing_extra_is_one_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pythonosc", None)
-    with pytest.raises(SinkError) as e:
-        OscSender(parse_target("osc://127.0.0.1:9000"))
-    assert str(e.value) == "--send osc://127.0.0.1:9000 needs the python-osc package: pip install 'fkp-live[live]'"
+def test_a_missing_extra_is_one_line_and_osc_needs_none(monkeypatch, tracker):
     monkeypatch.setitem(sys.modules, "websockets", None)
-    with pytest.raises(SinkError, match=r"needs the websockets package: pip install 'fkp-live\[live\]'$"):
+    with pytest.raises(SinkError) as e:
         WebSocketSender(parse_target("ws://127.0.0.1:0"))
+    assert str(e.value) == "--send ws://127.0.0.1:0 needs the websockets package: pip install 'fkp-live[live]'"
+    monkeypatch.setitem(sys.modules, "pythonosc", None)  # OSC and UDP are encoded without a library
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    try:
+        with OscSender(parse_target(f"osc://127.0.0.1:{rx.getsockname()[1]}")) as osc:
+            demo_run(tracker, [osc], frames=2)
+        assert rx.recv(65536).startswith(b"#bundle\0")
+    finally:
+        rx.close()
 
 
 def _stalled_client(port: int) -> socket.socket:
@@ -358,3 +364,57 @@ def test_page_in_headless_chromium_draws_the_points(tracker, tmp_path):
     assert x0 <= xs.min() and xs.max() <= x1 and y0 <= ys.min() and ys.max() <= y1
     # and the dots fill that region rather than a corner of it
     assert xs.max() - xs.min() > 0.6 * (x1 - x0 - 12) and ys.max() - ys.min() > 0.6 * (y1 - y0 - 12)
+
+
+# ----------------------------------------------------------------------------------------------
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from fkp_live.cli import run as cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def test_cli_sends_reports_and_times_the_messages(tmp_path):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    try:
+        code, out = invoke("--demo", "--demo-frames", 20, "--no-display", "--stats", "--send-normalised",
+                           "--send", f"udp://127.0.0.1:{port}", "--send", "ws://:0", "--jsonl", tmp_path / "a.jsonl")
+        got = [json.loads(rx.recv(65536)) for _ in range(20)]
+    finally:
+        rx.close()
+    assert code == 0, out
+    assert "live view on http://127.0.0.1:" in out and "only this machine can connect" in out
+    assert f"udp://127.0.0.1:{port}: 20 messages sent, 0 dropped; capture to sent" in out
+    assert "ws://:0: 0 messages sent, 0 dropped (0 clients)" in out
+    assert f"udp://127.0.0.1:{port}: from capture to sent" in out
+    assert f"udp://127.0.0.1:{port}: from tracking start to sent" in out
+    assert [m["frame"] for m in got] == list(range(20))
+    lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    for m, line in zip(got, lines):
+        assert m["normalised"] and m["faces"][0]["id"] == line["faces"][0]["id"]
+        np.testing.assert_allclose(np.array(m["faces"][0]["points"]) * [m["width"], m["height"]],
+                                   line["faces"][0]["points"], atol=0.02)
+
+
+def test_cli_bad_targets_fail_before_the_first_frame(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        code, out = invoke("--demo", "--no-display", "--csv", tmp_path / "x.csv",
+                           "--send", f"ws://127.0.0.1:{holder.getsockname()[1]}")
+    finally:
+        holder.close()
+    assert code == 2 and "is in use" in out and "frames" not in out
+    assert not (tmp_path / "x.csv").exists()
+    code, out = invoke("--demo", "--no-display", "--send", "tcp://127.0.0.1:9")
+    assert code == 2 and "--send tcp://127.0.0.1:9: give osc://HOST:PORT" in out
+    code, out = invoke("--demo", "--no-display", "--send-normalised")
+    assert code == 2 and "--send-normalised goes with --send URL" in out
+    code, out = invoke("--videos", tmp_path, "--out-dir", tmp_path / "o", "--send", "osc://127.0.0.1:9000")
+    assert code == 2 and "--send goes with one source" in out

@@ -1,7 +1,7 @@
 """Live outputs (`--send URL`): each frame's faces sent to other programs as they are tracked.
 
-- `osc://HOST:PORT`: one OSC bundle per frame over UDP (python-osc builds it), for TouchDesigner,
-  Max/MSP, Pure Data, VSeeFace-style receivers. Addresses (`<id>` is the face id):
+- `osc://HOST:PORT`: one OSC 1.0 bundle per frame over UDP (encoded here, 32-bit floats and
+  ints), for TouchDesigner, Max/MSP, Pure Data and the like. Addresses (`<id>` is the face id):
 
       /fkp/frame                 index (int), timestamp (float, seconds; -1 without one),
                                  faces (int), width (int), height (int)
@@ -19,10 +19,12 @@
   answers plain HTTP with a page that draws the points live (`fkp_live/web/index.html`).
 - `udp://HOST:PORT`: one JSON datagram per frame, the WebSocket message.
 
-A sender never holds the tracker up: frames go through a bounded queue to a thread of its own, a
-message that finds the queue full (or a client's queue, or the socket's buffer) is dropped and
-counted, never waited for. The server binds 127.0.0.1 unless the URL names an address; a port in
-use, an unknown or unreachable host is a `SinkError` when the sender is made, before any frame.
+A sender never holds the tracker up. OSC and UDP messages leave from the tracker's thread through
+a non-blocking socket: a full send buffer or a refused port drops the message (counted), never
+waits. The WebSocket server runs in a thread of its own, each client with a bounded queue: a
+client that falls behind loses its oldest messages (counted), the tracker and the other clients
+go on. The server binds 127.0.0.1 unless the URL names an address; a port in use, an unknown or
+unreachable host is a `SinkError` when the sender is made, before any frame.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ import asyncio
 import errno
 import json
 import logging
-import queue
 import socket
+import struct
 import threading
 import time
 from importlib import resources
@@ -47,7 +49,7 @@ _WS_LOG = logging.getLogger("fkp_live.ws")
 _WS_LOG.setLevel(logging.WARNING)
 
 SCHEMES = ("osc", "ws", "udp")
-DEPTH = 8  # messages waiting per sender (per client for the WebSocket server)
+DEPTH = 8  # messages waiting per WebSocket client (and frames waiting for the server's thread)
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
 EXTRA = "pip install 'fkp-live[live]'"
 
@@ -101,13 +103,16 @@ class Snapshot(NamedTuple):
     height: int
     faces: list
     captured: float  # time.perf_counter() when the frame was read (Frame.captured)
+    taken: float  # when the run engine took it up (Frame.taken; the capture time without one)
 
 
 def snapshot(frame, faces) -> Snapshot:
     h, w = frame.shape[:2]
     captured = getattr(frame, "captured", None)
+    captured = time.perf_counter() if captured is None else captured
+    taken = getattr(frame, "taken", None)
     return Snapshot(frame.index, frame.pts_seconds, frame.source, int(w), int(h), list(faces),
-                    time.perf_counter() if captured is None else captured)
+                    captured, captured if taken is None else taken)
 
 
 def _scaled(points: np.ndarray, snap: Snapshot, normalise: bool) -> np.ndarray:
@@ -141,121 +146,115 @@ def record(snap: Snapshot, normalise: bool = False) -> dict:
     return rec
 
 
+def _osc_string(text: str) -> bytes:
+    """An OSC string: ASCII, NUL-terminated, padded with NULs to a multiple of 4 bytes."""
+    b = text.encode("ascii")
+    return b + b"\0" * (4 - len(b) % 4)
+
+
+def osc_message(address: str, values=(), kinds: str | None = None) -> bytes:
+    """One OSC 1.0 message: `values` as big-endian float32 ('f', the default) or int32 ('i')."""
+    kinds = "f" * len(values) if kinds is None else kinds
+    if len(kinds) != len(values):
+        raise ValueError(f"{address}: {len(values)} values but type tags {kinds!r}")
+    head = _osc_string(address) + _osc_string("," + kinds)
+    if not len(values):
+        return head
+    if kinds == "f" * len(values):  # the common case: one numpy conversion
+        return head + np.asarray(values, ">f4").tobytes()
+    return head + b"".join(struct.pack(">f" if k == "f" else ">i", float(v) if k == "f" else int(v))
+                           for v, k in zip(values, kinds))
+
+
+def osc_bundle_of(messages) -> bytes:
+    """An OSC bundle of encoded messages, time tag 'immediately'."""
+    out = [b"#bundle\0", struct.pack(">Q", 1)]
+    for m in messages:
+        out.append(struct.pack(">i", len(m)))
+        out.append(m)
+    return b"".join(out)
+
+
 def osc_bundle(snap: Snapshot, normalise: bool = False) -> bytes:
     """One frame as an OSC bundle (the addresses in the module doc)."""
-    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
-    from pythonosc.osc_message_builder import OscMessageBuilder
-
-    bundle = OscBundleBuilder(IMMEDIATELY)
-
-    def add(address: str, values, kind: str = "f") -> None:
-        m = OscMessageBuilder(address)
-        for v in values:
-            m.add_arg(int(v) if kind == "i" else float(v), kind)
-        bundle.add_content(m.build())
-
     ts = -1.0 if snap.timestamp is None else snap.timestamp
-    m = OscMessageBuilder("/fkp/frame")
-    for v, k in ((snap.index, "i"), (ts, "f"), (len(snap.faces), "i"), (snap.width, "i"), (snap.height, "i")):
-        m.add_arg(v, k)
-    bundle.add_content(m.build())
-    add("/fkp/faces", [f.id for f in snap.faces], "i")
+    msgs = [osc_message("/fkp/frame", (snap.index, ts, len(snap.faces), snap.width, snap.height), "ifiii"),
+            osc_message("/fkp/faces", [f.id for f in snap.faces], "i" * len(snap.faces))]
     for f in snap.faces:
         base = f"/fkp/face/{f.id}"
-        add(base + "/points", _scaled(f.points, snap, normalise).ravel().tolist())
-        add(base + "/box", _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap, normalise).ravel().tolist())
-        add(base + "/confidence", [f.confidence])
+        msgs.append(osc_message(base + "/points", _scaled(f.points, snap, normalise).ravel()))
+        msgs.append(osc_message(base + "/box", _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap,
+                                                       normalise).ravel()))
+        msgs.append(osc_message(base + "/confidence", [f.confidence]))
         pc = getattr(f, "point_confidence", None)
         if pc is not None:
-            add(base + "/conf", np.asarray(pc).ravel().tolist())
+            msgs.append(osc_message(base + "/conf", np.asarray(pc).ravel()))
         a = getattr(f, "analysis", None)
         if a is None:
             continue
         p = getattr(a, "pose", None)
         if p is not None:
-            add(base + "/pose", [p.tx, p.ty, p.tz, p.rx, p.ry, p.rz])
+            msgs.append(osc_message(base + "/pose", [p.tx, p.ty, p.tz, p.rx, p.ry, p.rz]))
         if getattr(a, "ear_l", None) is not None or getattr(a, "blink", None) is not None:
             ear_l, ear_r = (getattr(a, k, None) for k in ("ear_l", "ear_r"))
-            add(base + "/eyes", [-1.0 if v is None else v for v in (ear_l, ear_r)] + [float(bool(a.blink))])
+            msgs.append(osc_message(base + "/eyes", [-1.0 if v is None else v for v in (ear_l, ear_r)]
+                                    + [float(bool(a.blink))]))
         if getattr(a, "mouth_open", None) is not None:
-            add(base + "/mouth", [a.mouth_open])
-    return bundle.build().dgram
+            msgs.append(osc_message(base + "/mouth", [a.mouth_open]))
+    return osc_bundle_of(msgs)
 
 
 # ----------------------------------------------------------------------------------------------
 class Counts:
-    """What a sender did: messages sent and dropped, and each sent message's latency from frame
-    capture to sent (seconds)."""
+    """What a sender did: messages sent and dropped, and each sent message's latency (seconds)
+    from its frame's capture to sent (`latency`), and from the run engine taking the frame up to
+    sent (`in_run`: the same for a camera, whose frames are not read ahead; for a file, the part
+    after the frames waiting in the read-ahead queue)."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.dropped = 0
         self.latency: list[float] = []
+        self.in_run: list[float] = []
         self._lock = threading.Lock()
 
-    def sent_one(self, captured: float) -> None:
+    def sent_one(self, snap: "Snapshot") -> None:
+        now = time.perf_counter()
         with self._lock:
             self.sent += 1
-            self.latency.append(time.perf_counter() - captured)
+            self.latency.append(now - snap.captured)
+            self.in_run.append(now - snap.taken)
 
     def drop(self, n: int = 1) -> None:
         with self._lock:
             self.dropped += n
 
-    def latency_ms(self) -> dict[str, float]:
+    def latency_ms(self, in_run: bool = False) -> dict[str, float]:
         """Median, 95th percentile and largest latency in ms (empty when nothing was sent)."""
-        if not self.latency:
+        values = self.in_run if in_run else self.latency
+        if not values:
             return {}
-        a = np.asarray(self.latency) * 1000.0
+        a = np.asarray(values) * 1000.0
         return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
 
 
 class Sender(Sink):
-    """Base of the live outputs: `write` queues the frame's numbers for the sender's thread, which
-    encodes and sends them; a full queue drops the oldest message (counted), so the newest frame
-    is always the next to go."""
+    """Base of the live outputs: `write(frame, faces)` makes the frame's message and hands it on
+    without waiting (`deliver`); what cannot go at once is dropped and counted."""
 
-    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
+    def __init__(self, target: Target, normalise: bool = False):
         self.target = target
         self.url = target.url
         self.normalise = bool(normalise)
         self.counts = Counts()
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread: threading.Thread | None = None
         self._closed = False
 
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name=f"fkp-send-{self.target.scheme}", daemon=True)
-        self._thread.start()
-
     def write(self, frame, faces) -> None:
-        item = snapshot(frame, faces)
-        while True:
-            try:
-                self._q.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._q.get_nowait()
-                    self.counts.drop()
-                except queue.Empty:
-                    pass
-
-    def _work(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            try:
-                payload = self.encode(item)
-            except Exception:  # a message that cannot be made is dropped, the run goes on
-                log.debug("%s: message for frame %d not made", self.url, item.index, exc_info=True)
-                self.counts.drop()
-                continue
-            if self.deliver(payload):
-                self.counts.sent_one(item.captured)
-            else:
-                self.counts.drop()
+        snap = snapshot(frame, faces)
+        if self.deliver(self.encode(snap)):
+            self.counts.sent_one(snap)
+        else:
+            self.counts.drop()
 
     def encode(self, snap: Snapshot) -> bytes:
         raise NotImplementedError
@@ -263,35 +262,26 @@ class Sender(Sink):
     def deliver(self, payload: bytes) -> bool:
         raise NotImplementedError
 
+    def note(self) -> str:
+        """What the summary adds about the receivers (none here)."""
+        return ""
+
     def summary(self) -> str:
         """One line: sent, dropped, latency."""
         c = self.counts
         lat = c.latency_ms()
         tail = (f"; capture to sent {lat['median']:.2f} ms median, {lat['p95']:.2f} ms 95th percentile"
                 if lat else "")
-        return f"{self.url}: {c.sent} message{'s' * (c.sent != 1)} sent, {c.dropped} dropped{tail}"
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            while True:  # the end marker must get in; what is still queued is sent first
-                try:
-                    self._q.put(None, timeout=1.0)
-                    break
-                except queue.Full:
-                    self._q.get_nowait()
-                    self.counts.drop()
-            self._thread.join(timeout=5.0)
+        return f"{self.url}: {c.sent} message{'s' * (c.sent != 1)} sent, {c.dropped} dropped{self.note()}{tail}"
 
 
 class DatagramSender(Sender):
-    """UDP to one receiver: the socket is connected when made (an unknown host or one with no
-    route is an error then) and never blocks (a full buffer or a refused port drops the message)."""
+    """UDP to one receiver, sent from `write` itself: the socket is connected when made (an unknown
+    host or one with no route is an error then) and never blocks: a full send buffer, a refused
+    port (nothing listening, reported by the next send) or a message over UDP's limit is a drop."""
 
-    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
-        super().__init__(target, normalise, depth)
+    def __init__(self, target: Target, normalise: bool = False):
+        super().__init__(target, normalise)
         try:
             infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
         except socket.gaierror as e:
@@ -307,7 +297,6 @@ class DatagramSender(Sender):
                             f"({e.strerror or e}); check the address and the network") from None
         self._sock.setblocking(False)
         self.refused = 0
-        self._start()
 
     def deliver(self, payload: bytes) -> bool:
         if len(payload) > MAX_DATAGRAM:
@@ -322,23 +311,21 @@ class DatagramSender(Sender):
             self.refused += 1
             return False
         except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if e.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE):
                 return False
-            raise
+            raise SinkError(f"--send {self.url}: {e.strerror or e}", exit_code=1) from None
+
+    def note(self) -> str:
+        return f" ({self.refused} refused: nothing was listening on port {self.target.port})" if self.refused else ""
 
     def close(self) -> None:
-        try:
-            super().close()
-        finally:
+        if not self._closed:
+            self._closed = True
             self._sock.close()
 
 
 class OscSender(DatagramSender):
     """`osc://HOST:PORT`: one OSC bundle per frame."""
-
-    def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
-        needs("pythonosc", "python-osc", target.url)
-        super().__init__(target, normalise, depth)
 
     def encode(self, snap: Snapshot) -> bytes:
         return osc_bundle(snap, self.normalise)
@@ -365,8 +352,9 @@ class WebSocketSender(Sender):
     SEND_BUFFER = 128 * 1024
 
     def __init__(self, target: Target, normalise: bool = False, depth: int = DEPTH):
-        super().__init__(target, normalise, depth)
+        super().__init__(target, normalise)
         needs("websockets", "websockets", target.url)
+        self.clients_seen = 0
         from websockets.asyncio.server import serve
 
         self._depth = depth
@@ -419,7 +407,7 @@ class WebSocketSender(Sender):
         if not target.named_host:
             reach += f" (name an address to listen on others, e.g. ws://0.0.0.0:{self.port})"
         self.announcement = (f"live view on {self.page_url} (WebSocket ws://{host}:{self.port}/), {reach}")
-        log.info("fkp-live: %s", self.announcement)
+        log.info("%s", self.announcement)
 
     # the server's own thread -------------------------------------------------------------------
     def _http(self, connection, request):
@@ -440,27 +428,25 @@ class WebSocketSender(Sender):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.SEND_BUFFER)
         q: asyncio.Queue = asyncio.Queue(maxsize=self._depth)
         self._clients[connection] = q
+        self.clients_seen += 1
         try:
             while True:
-                text, captured = await q.get()
+                text, snap = await q.get()
                 await connection.send(text)
-                self.counts.sent_one(captured)
+                self.counts.sent_one(snap)
         except Exception:  # the client went away
             pass
         finally:
             self._clients.pop(connection, None)
 
-    def _publish(self, snap: Snapshot) -> None:
+    def _publish(self, text: str, snap: Snapshot) -> None:
         with self._lock:
             self._pending -= 1
-        if not self._clients:
-            return
-        text = json.dumps(record(snap, self.normalise), separators=(",", ":"))
         for q in list(self._clients.values()):
-            if q.full():
+            if q.full():  # this client is behind: its oldest message goes
                 q.get_nowait()
                 self.counts.drop()
-            q.put_nowait((text, snap.captured))
+            q.put_nowait((text, snap))
 
     # the tracker's thread ----------------------------------------------------------------------
     @property
@@ -475,7 +461,13 @@ class WebSocketSender(Sender):
                 self.counts.drop()
                 return
             self._pending += 1
-        self._loop.call_soon_threadsafe(self._publish, snapshot(frame, faces))
+        snap = snapshot(frame, faces)
+        text = json.dumps(record(snap, self.normalise), separators=(",", ":"))
+        self._loop.call_soon_threadsafe(self._publish, text, snap)
+
+    def note(self) -> str:
+        n = self.clients_seen
+        return f" ({n} client{'s' * (n != 1)})"
 
     def close(self) -> None:
         if self._closed:

@@ -594,8 +594,9 @@ class _TextSink(Sink):
 
 class CsvSink(_TextSink):
     """One row per face per frame, OpenFace's column names and order without its leading spaces:
-    frame,face_id,timestamp,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,analysis...][,source]
+    frame,face_id,timestamp,confidence,success,x_0..x_{N-1},y_0..y_{N-1}[,c_0..c_{N-1}][,analysis...][,source]
 
+    `point_confidence` adds each point's confidence c_0..c_{N-1} (`Face.point_confidence`).
     `analysis` (any of 'pose', 'eyes', 'mouth') adds pose_Tx,pose_Ty,pose_Tz (mm),
     pose_Rx,pose_Ry,pose_Rz (degrees), ear_l,ear_r,blink and mouth_open, read from each face's
     `analysis` (see fkp_live.analysis); empty where a face has no answer. A frame without a face
@@ -603,7 +604,7 @@ class CsvSink(_TextSink):
     file. Rows are flushed frame by frame."""
 
     def __init__(self, path: str | os.PathLike, n_points: int, with_source: bool = False, what: str = "--csv",
-                 analysis=(), staged: bool = True):
+                 analysis=(), staged: bool = True, point_confidence: bool = False):
         super().__init__(path, what, staged)
         from ..analysis.analyser import columns, parse_kinds
 
@@ -612,11 +613,15 @@ class CsvSink(_TextSink):
         self.analysis = parse_kinds(analysis)
         extra = columns(self.analysis)
         cols = ["frame", "face_id", "timestamp", "confidence", "success"]
-        cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)] + extra
+        cols += [f"x_{i}" for i in range(self.n)] + [f"y_{i}" for i in range(self.n)]
+        self.point_confidence = bool(point_confidence)
+        if self.point_confidence:
+            cols += [f"c_{i}" for i in range(self.n)]
+        cols += extra
         if with_source:
             cols.append("source")
         self._emit(",".join(cols) + "\n", frame=False)
-        self._empty = "," * (2 * self.n + len(extra))
+        self._empty = "," * ((3 if self.point_confidence else 2) * self.n + len(extra))
         self._blank = [""] * len(extra)
 
     def write(self, frame, faces) -> None:
@@ -628,6 +633,9 @@ class CsvSink(_TextSink):
         for f in faces:
             p = f.points
             coords = ",".join(f"{v:.2f}" for v in np.concatenate([p[:, 0], p[:, 1]]).tolist())
+            if self.point_confidence:
+                pc = f.point_confidence
+                coords += "," + (",".join(f"{v:.3f}" for v in pc.tolist()) if pc is not None else "," * (self.n - 1))
             if self.analysis:
                 a = getattr(f, "analysis", None)
                 coords += "," + ",".join(a.values(self.analysis) if a is not None else self._blank)
@@ -662,6 +670,9 @@ class JsonlSink(_TextSink):
                 "points": np.round(f.points, 2).tolist(),
                 "raw": np.round(f.raw, 2).tolist(),
             }
+            pc = getattr(f, "point_confidence", None)
+            if pc is not None:
+                d["point_confidence"] = np.round(np.asarray(pc, np.float64), 4).tolist()
             a = getattr(f, "analysis", None)
             if a is not None:
                 d.update(a.to_json())

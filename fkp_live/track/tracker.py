@@ -184,7 +184,7 @@ class Tracker:
         batch = self.landmarker.prepare_frame(frame, crops) if crops else None
         t1 = time.perf_counter()
         if crops:
-            uv, conf, pc = self.landmarker.run_all(batch)
+            uv, conf, pc = self._read(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
             if fresh and self.refine:
                 crops, pts, conf, pc = self._refine(frame, crops, pts, conf, len(tracks), pc)
@@ -297,7 +297,7 @@ class Tracker:
         views = [v for c in again for v in self.views(c)]
         k = len(views) // len(again)
         lm = self.landmarker
-        uv, conf2, pc2 = lm.run_all(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
+        uv, conf2, pc2 = self._read(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
         read = np.stack([v.to_frame(p) for v, p in zip(views, uv)])
         crops = crops[:first] + again
         pts = pts[:first] + list(read.reshape(len(again), k, *read.shape[1:]).mean(axis=1))
@@ -305,6 +305,14 @@ class Tracker:
         if pc is not None:
             pc = np.concatenate([pc[:first], pc2.reshape(len(again), k, -1).mean(axis=1)])
         return crops, pts, conf, pc
+
+    def _read(self, batch, wide: bool | None = None):
+        """The landmarker's points, presence and (where asked for) points' confidence."""
+        lm = self.landmarker
+        if lm.point_confidence:
+            return lm.run_all(batch, wide)
+        uv, conf = lm.run(batch) if wide is None else lm.run(batch, wide=wide)
+        return uv, conf, None
 
     def views(self, crop: Crop) -> list[Crop]:
         """The crops a new face's second read averages: `crop` moved `refine_shift` model pixels
