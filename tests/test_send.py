@@ -265,22 +265,32 @@ def _stalled_client(port: int) -> socket.socket:
     return s
 
 
-def test_a_client_that_stops_reading_does_not_slow_the_run(tracker):
+@pytest.mark.parametrize("kind", ["ws", "udp"])
+def test_a_receiver_that_stops_reading_does_not_slow_the_run(tracker, kind):
     frames = 400
     plain = [demo_run(tracker, [], frames=frames)[0] for _ in range(2)]
-    ws = make_sender("ws://127.0.0.1:0")
-    stalled = _stalled_client(ws.port)
-    try:
+    if kind == "ws":
+        sender = make_sender("ws://127.0.0.1:0")
+        stalled = _stalled_client(sender.port)
         deadline = time.time() + 5
-        while ws.clients < 1 and time.time() < deadline:
+        while sender.clients < 1 and time.time() < deadline:
             time.sleep(0.01)
-        assert ws.clients == 1
-        res, _ = demo_run(tracker, [ws], frames=frames)
+        assert sender.clients == 1
+    else:  # a socket that takes datagrams in and is never read
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.bind(("127.0.0.1", 0))
+        sender = make_sender(f"udp://127.0.0.1:{stalled.getsockname()[1]}")
+    try:
+        res, _ = demo_run(tracker, [sender], frames=frames)
     finally:
-        ws.close()
+        sender.close()
         stalled.close()
     assert res.frames == frames
-    assert ws.counts.dropped > 0  # the stalled client's messages were dropped, not waited for
+    if kind == "ws":
+        assert sender.counts.dropped > 0  # the stalled client's messages were dropped, not waited for
+    else:
+        assert sender.counts.sent + sender.counts.dropped == frames
     best = max(r.fps for r in plain)
     # the same frames; the rate within the noise of a shared machine (a blocked send would stop it)
     assert res.fps > 0.7 * best, (res.fps, [r.fps for r in plain])
