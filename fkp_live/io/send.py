@@ -10,9 +10,9 @@
       /fkp/face/<id>/box         x0 y0 x1 y1
       /fkp/face/<id>/confidence  face presence, 0..1
       /fkp/face/<id>/conf        N floats, each point's confidence (with --point-confidence)
-      /fkp/face/<id>/pose        Tx Ty Tz (mm) Rx Ry Rz (degrees)   (with --analyse pose)
-      /fkp/face/<id>/eyes        ear_l ear_r blink (0/1)            (with --analyse eyes)
-      /fkp/face/<id>/mouth       mouth_open                         (with --analyse mouth)
+      /fkp/face/<id>/pose        Tx Ty Tz (mm) Rx Ry Rz (degrees)   (with --analysis pose)
+      /fkp/face/<id>/eyes        ear_l ear_r blink (0/1)            (with --analysis eyes)
+      /fkp/face/<id>/mouth       mouth_open                         (with --analysis mouth)
 
 - `ws://HOST:PORT`: a WebSocket server; every client that connects gets one JSON message per
   frame (the fields of a JSON Lines line, plus "width", "height" and "normalised"). The same port
