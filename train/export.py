@@ -512,6 +512,8 @@ def read_training_command(run_dir: Path) -> tuple[str, str]:
         first, _ = read_training_command(Path(d["init"]).parent)
         if first and cmd:
             cmd = f"{first} && {cmd}"
+    if d.get("before") and cmd:  # a checkpoint read from an exported model: that model's chain
+        cmd = f"{d['before']} && {cmd}"
     data = d.get("data", "")
     if d.get("extra"):
         from .pseudo_label import manifest_of
