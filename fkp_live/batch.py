@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .io import DEFAULT_PRESET
 
 log = logging.getLogger("fkp_live")
 
@@ -151,25 +150,6 @@ def _read_rows(path: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class Options:
-    """How each video is processed: picklable, so worker processes get the same settings."""
-
-    tracker: dict = field(default_factory=dict)  # Tracker(**tracker)
-    analysis: tuple = ()
-    focal: float | None = None
-    blink_threshold: float = 0.2
-    mp4: bool = False
-    mp4_preset: str = DEFAULT_PRESET  # x264 preset and quality of the MP4s
-    mp4_crf: int = 20
-    mp4_threads: int | None = None  # x264 threads (1 in each of several workers)
-    draw: str | None = None  # overlay layers for the MP4
-    crops: str | None = None  # folder; each video's crops go to crops/NAME/
-    crop_size: int = 112
-    crops_every: int = 1
-    max_frames: int | None = None
-
-
-@dataclass
 class Job:
     index: int
     file: str
@@ -177,62 +157,47 @@ class Job:
     out_dir: str
     frames_hint: int | None = None
 
-    def outputs(self, opts: Options) -> list[Path]:
+    def outputs(self, settings) -> list[Path]:
+        """The files the video's run leaves: NAME.csv, and NAME.mp4 with --mp4."""
         out = [Path(self.out_dir) / f"{self.name}.csv"]
-        if opts.mp4:
+        if settings.mp4:
             out.append(Path(self.out_dir) / f"{self.name}.mp4")
         return out
 
 
-def make_tracker(opts: Options):
-    from .track.tracker import Tracker
-
-    tracker = Tracker(**opts.tracker)
-    kinds = set(opts.analysis)
-    if opts.mp4 and opts.draw and "pose" in opts.draw.split(","):
-        kinds.add("pose")  # drawn on the MP4
-    if kinds:
-        from .analysis import Analyser, AnalysingTracker
-
-        tracker = AnalysingTracker(tracker, Analyser(kinds, focal=opts.focal, blink_threshold=opts.blink_threshold))
-    return tracker
+def make_tracker(settings):
+    """The tracker every video of the batch runs through (with its analysis; pose too where the
+    MP4s draw it)."""
+    return settings.with_analysis(settings.build_tracker(), shown=settings.mp4)
 
 
-def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], None] | None = None,
+def process_video(job: Job, settings, tracker, progress: Callable[[int], None] | None = None,
                   stop=None) -> dict:
     """Track one video into its outputs; never raises for a bad video: the row says what went wrong.
     Returns the manifest row (status 'done', 'failed' or 'interrupted')."""
     import contextlib
 
-    from .engine import reads_pixels, run
-    from .io.sinks import CropSink, CsvSink, Mp4Sink
+    from .engine import run
     from .io.sources import VideoSource
-    from .render.draw import Overlay, parse_layers
 
     t0 = time.perf_counter()
-    finals = job.outputs(opts)
+    finals = job.outputs(settings)
     parts = [p.with_name(p.name + ".part") for p in finals]
+    one = settings.for_video(parts[0], parts[1] if settings.mp4 else None, job.name)
     row = {"file": job.file, "frames": 0, "faces": 0, "fps": "", "status": "failed", "error": ""}
     tracker.reset()
     try:
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(VideoSource(job.file))
             row["fps"] = f"{src.fps:.3f}" if src.fps else ""
-            sinks = [stack.enter_context(CsvSink(parts[0], tracker.schema.n, analysis=opts.analysis, staged=False))]
-            if opts.mp4:
-                sinks.append(stack.enter_context(Mp4Sink(
-                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None, staged=False,
-                    preset=opts.mp4_preset, crf=opts.mp4_crf, threads=opts.mp4_threads)))
-            if opts.crops:
-                sinks.append(stack.enter_context(CropSink(Path(opts.crops) / job.name, tracker.schema,
-                                                          opts.crop_size, opts.crops_every)))
+            sinks = one.open_sinks(stack, src, tracker.schema, staged=False)
+
             def every_ten(res, n_faces):
                 if res.frames % 10 == 0:
                     progress(10)
 
-            overlay = Overlay(tracker.schema, parse_layers(opts.draw), copy=reads_pixels(sinks))
-            res = run(src, tracker, sinks, overlay=overlay,
-                      max_frames=opts.max_frames, stop=stop, progress=every_ten if progress else None)
+            res = run(src, tracker, sinks, overlay=one.overlay(tracker, sinks), max_frames=settings.max_frames,
+                      stop=stop, progress=every_ten if progress else None)
         if progress is not None and res.frames % 10:
             progress(res.frames % 10)
         row.update(frames=res.frames, faces=len(res.ids))
@@ -274,7 +239,7 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
+def _worker(wid: int, settings, tasks, results, parent: int) -> None:
     from .engine import one_opencv_thread
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -283,7 +248,7 @@ def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
         return
     one_opencv_thread()  # a spawned process: the parent's setting does not carry over
     try:
-        tracker = make_tracker(opts)
+        tracker = make_tracker(settings)
     except Exception as e:
         results.put(("fatal", wid, _one_line(e)))
         return
@@ -292,7 +257,7 @@ def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
         if job is None:
             break
         results.put(("start", wid, job.index))
-        row = process_video(job, opts, tracker, progress=lambda n: results.put(("frames", wid, n)))
+        row = process_video(job, settings, tracker, progress=lambda n: results.put(("frames", wid, n)))
         results.put(("done", wid, job.index, row))
     tracker.close()
 
@@ -366,16 +331,19 @@ def _probe_length(path: str) -> int | None:
     return None
 
 
-def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, jobs: int = 1,
+def run_batch(videos: str | list, out_dir: str | os.PathLike, settings, jobs: int = 1,
               shard_kn: tuple[int, int] | None = None, echo: Callable[[str], None] | None = None,
               tracker=None) -> BatchResult:
     """Process every video of `videos` (a folder, a glob or a list of paths) into `out_dir`.
 
     Videos already done (in any manifest of out_dir, outputs present) are skipped; the rest run in
-    this process (jobs=1; `tracker` may be given) or in `jobs` spawned worker processes."""
+    this process (jobs=1; `tracker` may be given) or in `jobs` spawned worker processes, each
+    given `settings` (a RunSettings: it is pickled) with one thread of its own."""
     from .engine import StopFlag
 
     echo = echo or (lambda s: log.info("%s", s))
+    if jobs > 1:
+        settings = settings.one_thread_each()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BatchError(f"--out-dir {out} is a file; give a folder")
@@ -392,7 +360,7 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
     todo: list[Job] = []
     for f in files:
         job = Job(len(todo), str(f), names[f], str(out))
-        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(opts)):
+        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(settings)):
             result.skipped += 1
             continue
         todo.append(job)
@@ -403,8 +371,8 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
         return result
     for j in todo:
         j.frames_hint = _probe_length(j.file)
-        if opts.max_frames and j.frames_hint:
-            j.frames_hint = min(j.frames_hint, opts.max_frames)
+        if settings.max_frames and j.frames_hint:
+            j.frames_hint = min(j.frames_hint, settings.max_frames)
     bar = _Progress(todo, echo=lambda s: _echo_over_bar(echo, s))
 
     def finish(job: Job, row: dict) -> None:
@@ -420,13 +388,13 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
         with StopFlag() as stop:
             if jobs <= 1:
                 own = tracker is None
-                tracker = tracker or make_tracker(opts)
+                tracker = tracker or make_tracker(settings)
                 try:
                     for job in todo:
                         if stop.stop:
                             result.interrupted = True
                             break
-                        row = process_video(job, opts, tracker, progress=bar.add, stop=stop)
+                        row = process_video(job, settings, tracker, progress=bar.add, stop=stop)
                         if row["status"] == "interrupted":
                             result.interrupted = True
                             break
@@ -435,7 +403,7 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
                     if own:
                         tracker.close()
             else:
-                result.interrupted = _run_pool(todo, opts, jobs, stop, bar, finish)
+                result.interrupted = _run_pool(todo, settings, jobs, stop, bar, finish)
     finally:
         bar.close()
     return result
@@ -448,14 +416,14 @@ def _echo_over_bar(echo, s: str) -> None:
         echo(s)
 
 
-def _fail_job(job: Job, opts: Options, finish, error: str) -> None:
+def _fail_job(job: Job, settings, finish, error: str) -> None:
     finish(job, {"file": job.file, "frames": 0, "faces": 0, "fps": "", "status": "failed", "error": error,
                  "seconds": ""})
-    for out in job.outputs(opts):
+    for out in job.outputs(settings):
         out.with_name(out.name + ".part").unlink(missing_ok=True)
 
 
-def _run_pool(todo: list[Job], opts: Options, jobs: int, stop, bar: _Progress, finish) -> bool:
+def _run_pool(todo: list[Job], settings, jobs: int, stop, bar: _Progress, finish) -> bool:
     """Workers pull jobs from a queue; a worker that dies fails its video and is replaced.
     Returns True when interrupted."""
     import multiprocessing as mp
@@ -475,7 +443,7 @@ def _run_pool(todo: list[Job], opts: Options, jobs: int, stop, bar: _Progress, f
 
     def spawn() -> None:
         nonlocal next_id
-        p = ctx.Process(target=_worker, args=(next_id, opts, tasks, results, parent), daemon=True,
+        p = ctx.Process(target=_worker, args=(next_id, settings, tasks, results, parent), daemon=True,
                         name=f"fkp-batch-{next_id}")
         p.start()
         workers[next_id], holding[next_id] = p, None
@@ -514,12 +482,12 @@ def _run_pool(todo: list[Job], opts: Options, jobs: int, stop, bar: _Progress, f
                 del workers[wid]
                 if held is not None and held in left:
                     left.discard(held)
-                    _fail_job(by_index[held], opts, finish, f"worker process died (exit code {p.exitcode})")
+                    _fail_job(by_index[held], settings, finish, f"worker process died (exit code {p.exitcode})")
                 if p.exitcode != 0 and left:
                     spawn()  # it did not take its end-of-work marker: a replacement will
             if left and not workers:  # a worker died between taking a video and reporting it
                 for idx in sorted(left):
-                    _fail_job(by_index[idx], opts, finish, "worker process died before reporting")
+                    _fail_job(by_index[idx], settings, finish, "worker process died before reporting")
                 left.clear()
         return False
     finally:
@@ -531,7 +499,7 @@ def _run_pool(todo: list[Job], opts: Options, jobs: int, stop, bar: _Progress, f
                 if p.is_alive():
                     p.kill()
         for idx in left:  # interrupted: nothing half-written stays behind
-            for part in by_index[idx].outputs(opts):
+            for part in by_index[idx].outputs(settings):
                 part.with_name(part.name + ".part").unlink(missing_ok=True)
         tasks.cancel_join_thread()
         results.cancel_join_thread()

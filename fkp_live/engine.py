@@ -5,7 +5,7 @@ not in the CLI, and what it measured comes back as values in a `RunResult`.
 
     >>> import os, tempfile
     >>> from fkp_live import Tracker, run
-    >>> from fkp_live.io.sinks import CsvSink
+    >>> from fkp_live.io.text import CsvSink
     >>> from fkp_live.io.sources import DemoSource
     >>> out = os.path.join(tempfile.mkdtemp(), "demo.csv")
     >>> with DemoSource(frames=5) as src, Tracker(device="cpu") as tracker, CsvSink(out, 68) as csv:

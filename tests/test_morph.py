@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import DATA, needs_data, needs_shipped_model
 from fkp_live.frame import Frame
-from fkp_live.morph_cli import average, morph
+from fkp_live.commands.morph import average, morph
 from fkp_live.render import morph as M
 
 HELEN = DATA / "300w" / "helen_train"
@@ -148,7 +148,7 @@ def test_every_hull_pixel_in_exactly_one_triangle(grace):
 def test_points_readers(tmp_path):
     pts = np.random.default_rng(1).uniform(10, 100, (68, 2))
     np.testing.assert_allclose(M.read_points(write_pts(tmp_path / "a.pts", pts)), pts, atol=1e-3)
-    from fkp_live.io.sinks import CsvSink
+    from fkp_live.io.text import CsvSink
     from fkp_live.track.tracker import Face
 
     face = Face(3, (0, 0, 1, 1), pts, pts, 0.9, None)

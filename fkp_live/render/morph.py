@@ -836,7 +836,7 @@ def benchmark(source, target_path: str | os.PathLike, frames: int | None = None,
     source: a video path (decoded in every run, as `fkp-live --video` does; at most `frames`
     frames) or a list of BGR images (replayed from memory, `frames` of them, default all once)."""
     from ..engine import run
-    from ..io.sinks import Mp4Sink
+    from ..io.mp4 import Mp4Sink
     from ..io.sources import VideoSource
     from ..track.tracker import Tracker
 

@@ -1,7 +1,7 @@
 """`fkp-live morph` and `fkp-live average`: face morphs, caricatures and mean faces from pictures.
 
 The commands are click commands (`morph`, `average`); `main(argv)` dispatches between them, so
-`python -m fkp_live.morph_cli morph A.jpg B.jpg -o ab.mp4` works on its own. Exit status: 0 done,
+`python -m fkp_live.commands.morph morph A.jpg B.jpg -o ab.mp4` works on its own. Exit status: 0 done,
 1 failed while running, 2 bad usage or input (the message names the file or option).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .command import FkpCommand
-from .command import fail as _fail
+from .common import FkpCommand
+from .common import fail as _fail
 
 log = logging.getLogger("fkp_live")
 
@@ -60,7 +60,7 @@ class MorphInputError(click.ClickException):
 
 
 class MorphCommand(FkpCommand):
-    """fkp-live's conventions (fkp_live.command); bad input found while working stands alone."""
+    """fkp-live's conventions (fkp_live.commands.common); bad input found while working stands alone."""
 
     plain_errors = (MorphInputError,)
 
@@ -76,12 +76,12 @@ def _setup_logging(verbose: int) -> None:
 
 def _guard(body, verbose: int):
     """Run a command body: our errors -> one line and exit status 2, anything else -> 1."""
-    from .card import ModelError
-    from .io.sinks import SinkError
-    from .io.sources import SourceError
-    from .render.morph import MorphError
-    from .track.detect import DetectorError
-    from .track.landmarker import DeviceError
+    from ..card import ModelError
+    from ..io.sinks import SinkError
+    from ..io.sources import SourceError
+    from ..render.morph import MorphError
+    from ..track.detect import DetectorError
+    from ..track.landmarker import DeviceError
 
     try:
         return body()
@@ -111,16 +111,17 @@ def _model_options(f):
 
 
 def _tracker(model, device, verbose):
-    from .track.tracker import Tracker
+    """A tracker for still pictures: up to 16 faces, no smoothing."""
+    from ..settings import RunSettings
 
-    return Tracker(model=model, device=device, max_faces=16, smooth=0.0, quiet=not verbose)
+    return RunSettings(model=model, device=device, max_faces=16, smooth=0.0, quiet=not verbose).build_tracker()
 
 
 def _check_output(path: str, what: str, kinds: tuple[str, ...]) -> Path:
     """An output path: writable folder, a suffix of one of `kinds` ('video', 'gif', 'image')."""
     import cv2
 
-    from .io.sinks import check_output_path
+    from ..io.outputs import check_output_path
 
     p = check_output_path(path, what)
     suf = p.suffix.lower()
@@ -183,7 +184,7 @@ def write_gif(path: Path, images, fps: float, width: int | None = 320, what: str
 
 def _points_for(images, names, points, faces, tracker_factory):
     """The 68 points of each image: from --points (a file, or `auto`) or found by the tracker."""
-    from .render.morph import face_points, read_points
+    from ..render.morph import face_points, read_points
 
     tracker = None
     out = []
@@ -264,7 +265,7 @@ def morph(images, output, frames, fps, hold, gif, gif_width, midway, warp_frac, 
 
 
 def _morph(o: dict) -> int:
-    from .render.morph import Morph, Subject, caricature, load_image, load_mean
+    from ..render.morph import Morph, Subject, caricature, load_image, load_mean
 
     images = list(o["images"])
     n = len(images)
@@ -359,7 +360,7 @@ def _morph(o: dict) -> int:
         if out_kind == "video":
             from tqdm import tqdm
 
-            from .io.sinks import Mp4Sink
+            from ..io.mp4 import Mp4Sink
 
             with Mp4Sink(outs[0], fps=fps, what="--output") as sink, \
                     tqdm(total=total, unit="frame", disable=None, leave=False, desc="morph") as bar:
@@ -420,13 +421,13 @@ def average(folder, output, save_mean, size_text, limit, use_pts, model, device,
 
 
 def _average(o: dict) -> int:
-    from .render.morph import IMAGE_SUFFIXES, MorphError, Subject, average, face_points, load_image, read_pts, save_mean
+    from ..render.morph import IMAGE_SUFFIXES, MorphError, Subject, average, face_points, load_image, read_pts, save_mean
 
     size = _size(o["size_text"])
     out = _check_output(o["output"], "--output", ("image",))
     mean_path = Path(o["save_mean"]) if o["save_mean"] else out.with_suffix(".json")
     if o["save_mean"]:
-        from .io.sinks import check_output_path
+        from ..io.outputs import check_output_path
 
         check_output_path(mean_path, "--save-mean")
     if mean_path.resolve() == out.resolve():
@@ -449,7 +450,7 @@ def _average(o: dict) -> int:
                 img = load_image(f)
                 pts_file = f.with_suffix(".pts")
                 if o["use_pts"] and pts_file.exists():
-                    from .render.morph import check_points
+                    from ..render.morph import check_points
 
                     pts = check_points(read_pts(pts_file), str(pts_file))
                 else:
@@ -484,10 +485,10 @@ COMMANDS = {"morph": morph, "average": average}
 
 
 def main(argv=None):
-    """`python -m fkp_live.morph_cli morph|average ...`"""
+    """`python -m fkp_live.commands.morph morph|average ...`"""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        click.echo("usage: python -m fkp_live.morph_cli morph|average ... (see morph --help)", err=True)
+        click.echo("usage: python -m fkp_live.commands.morph morph|average ... (see morph --help)", err=True)
         return 2
     return COMMANDS[argv[0]].main(args=argv[1:], prog_name=f"fkp-live {argv[0]}")
 

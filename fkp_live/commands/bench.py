@@ -1,4 +1,4 @@
-"""`fkp-live bench` / `python -m fkp_live.bench`: speed, memory and smoothing figures.
+"""`fkp-live bench` / `python -m fkp_live.commands.bench`: speed, memory and smoothing figures.
 
 Prints, in one run on one machine: our fps on a clip (no window, no MP4) next to MediaPipe's legacy
 FaceMesh on the same frames; fps with MP4 + CSV written; ms per stage; resident memory after 100
@@ -41,7 +41,7 @@ class _Loop:
         self.frames, self.length, self.fps, self.name = frames, n, fps, "loop"
 
     def __iter__(self):
-        from .frame import Frame
+        from ..frame import Frame
 
         for i in range(self.length):
             f = self.frames[i % len(self.frames)]
@@ -54,18 +54,23 @@ class _Loop:
         pass
 
 
-def _tracker(model, device, threads, detector, smooth=None):
-    from .track.smooth import DEFAULT_STRENGTH
-    from .track.tracker import Tracker
+def _settings(model, device, threads, detector, smooth=None, **more):
+    """The bench's runs as RunSettings (smooth None: the default strength)."""
+    from ..settings import RunSettings
 
-    return Tracker(model=model, device=device, threads=threads, detector=detector,
-                   smooth=DEFAULT_STRENGTH if smooth is None else smooth)
+    if smooth is not None:
+        more["smooth"] = smooth
+    return RunSettings(model=model, device=device, threads=threads, detector=detector, **more)
+
+
+def _tracker(model, device, threads, detector, smooth=None):
+    return _settings(model, device, threads, detector, smooth).build_tracker()
 
 
 def _facemesh_fps(frames) -> float:
     import cv2
 
-    from .track.detect import mediapipe_solution, quiet_stderr
+    from ..track.detect import mediapipe_solution, quiet_stderr
 
     with quiet_stderr():
         mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
@@ -80,7 +85,7 @@ def _facemesh_fps(frames) -> float:
 
 def _ours_fps(tracker, frames):
     """Frames in memory through the tracker: (fps, ms per stage)."""
-    from .engine import run
+    from ..engine import run
 
     tracker(frames[0])  # warm-up (first detection, ORT allocations)
     tracker.reset()
@@ -112,11 +117,9 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
           dlib_model, face_counts):
     """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
     outputs, stage times, memory, smoothing."""
-    from .engine import run
-    from .io.sinks import CsvSink, Mp4Sink
-    from .io.sources import DemoSource, VideoSource
-    from .render.draw import DEFAULT_LAYERS, Overlay
-    from .track.smooth import jitter, lag, smooth_track, synthetic_track
+    from ..engine import run
+    from ..io.sources import DemoSource, VideoSource
+    from ..track.smooth import jitter, lag, smooth_track, synthetic_track
 
     if clip and video and clip != video:
         raise click.UsageError("give the clip once: VIDEO or --video")
@@ -168,14 +171,16 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for label, outputs in (("decode + track, no outputs", False), ("decode + track + MP4 + CSV", True)):
-            tr = _tracker(model, device, threads, detector)
+            files = dict(output=str(Path(tmp) / "o.mp4"), csv=str(Path(tmp) / "o.csv")) if outputs else {}
+            settings = _settings(model, device, threads, detector, display=False, **files)
+            tr = settings.build_tracker()
             src = VideoSource(clip) if clip is not None else DemoSource(frames=300)
             with contextlib.ExitStack() as st:
                 st.enter_context(src)
-                sinks = [st.enter_context(Mp4Sink(Path(tmp) / "o.mp4", fps=fps_src, audio_from=getattr(src, "path", None))),
-                         st.enter_context(CsvSink(Path(tmp) / "o.csv", tr.schema.n))] if outputs else []
-                # drawn as the CLI draws: on the frame's own picture (its I420 where the video has it)
-                res = run(src, tr, sinks, overlay=Overlay(tr.schema, DEFAULT_LAYERS, copy=False))
+                sinks = settings.open_sinks(st, src, tr.schema)
+                # drawn as the command line draws: on the frame's own picture (its I420 where the
+                # video has it)
+                res = run(src, tr, sinks, overlay=settings.overlay(tr, sinks))
             runs[label] = (res.fps, res.ms_per_frame())
         click.echo("\n== fps from the file")
         for label, (fps, ms) in runs.items():
@@ -197,7 +202,7 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
                    f"(peak {b[1]:.1f}); growth {b[0] - a[0]:+.1f} MiB")
 
     # smoothing: synthetic tracks with known truth, then the model on the clip
-    from .track.smooth import DEFAULT_STRENGTH
+    from ..track.smooth import DEFAULT_STRENGTH
 
     click.echo(f"\n== smoothing (strength {DEFAULT_STRENGTH:g}, the default; jitter = mean frame-to-frame "
                "movement / inter-ocular distance)")
@@ -240,11 +245,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
 def _many_faces(counts: list[int], model, device, threads, frames: int = 90, size=(1280, 720)) -> None:
     """Per-frame cost once the faces are tracked, on the built-in demo's crowd (copies of the
     portrait's head on a 1280x720 grid, each moving), and the faces each detector finds."""
-    from .crop import crop_from_points
-    from .io.sources import DemoSource
-    from .track.detect import make_detector
-    from .track.smooth import DEFAULT_STRENGTH, KeypointSmoother
-    from .track.tracker import Tracker
+    from ..crop import crop_from_points
+    from ..io.sources import DemoSource
+    from ..track.detect import make_detector
+    from ..track.smooth import DEFAULT_STRENGTH, KeypointSmoother
 
     click.echo(f"== many faces at {size[0]}x{size[1]} (demo crowd, {frames} frames; Haar detector, "
                f"re-detection every 30 frames only while a face is missing); CPU cores: {os.cpu_count()}")
@@ -255,7 +259,7 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
             det = make_detector(name)
             found[name] = len(det(clip[0].image))
             getattr(det, "close", lambda: None)()
-        tr = Tracker(model=model, device=device, threads=threads, detector="haar", max_faces=k)
+        tr = _settings(model, device, threads, "haar", max_faces=k).build_tracker()
         tr(clip[0])  # detection, allocations
         per, parts = [], {"crop": [], "back-projection": [], "smoother": []}
         grey = []
@@ -304,7 +308,7 @@ def facemesh_process(path: str) -> int:
     """What a MediaPipe user runs: legacy FaceMesh in tracking mode over cv2.VideoCapture frames."""
     import cv2
 
-    from .track.detect import mediapipe_solution
+    from ..track.detect import mediapipe_solution
 
     cap = cv2.VideoCapture(path)
     mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
@@ -359,7 +363,7 @@ def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
     import statistics
     import sys
 
-    from .io.sources import VideoSource
+    from ..io.sources import VideoSource
 
     with VideoSource(clip) as src:
         frames = sum(1 for _ in src)
@@ -368,13 +372,13 @@ def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
         cmds = {
             "fkp-live": [py, "-m", "fkp_live.cli", "--video", str(clip), "--no-display", "--csv",
                          str(Path(tmp) / "o.csv")] + (["--model", model] if model else []),
-            "MediaPipe FaceMesh": [py, "-c", f"from fkp_live.bench import facemesh_process; "
+            "MediaPipe FaceMesh": [py, "-c", f"from fkp_live.commands.bench import facemesh_process; "
                                              f"facemesh_process({str(clip)!r})"],
         }
         if dlib_model:
             try:
                 import dlib  # noqa: F401
-                cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.bench import dlib_process; "
+                cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.commands.bench import dlib_process; "
                                                    f"dlib_process({str(clip)!r}, {dlib_model!r})"]
             except ImportError:
                 click.echo("dlib is not installed (pip install dlib-bin): left out of the side-by-side")
@@ -421,8 +425,8 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
     every point is its mean position in the portrait's own frame pushed through that frame's
     transform, so lag is measured against where the face really is.
     """
-    from .track.smooth import jitter, lag
-    from .io.sources import DemoSource, Motion
+    from ..track.smooth import jitter, lag
+    from ..io.sources import DemoSource, Motion
 
     rng = np.random.default_rng(0)
     result = {}
@@ -472,4 +476,4 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
 
 
 if __name__ == "__main__":
-    bench.main(prog_name="python -m fkp_live.bench", auto_envvar_prefix="FKP_LIVE_BENCH")
+    bench.main(prog_name="python -m fkp_live.commands.bench", auto_envvar_prefix="FKP_LIVE_BENCH")
