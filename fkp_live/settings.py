@@ -261,7 +261,7 @@ class RunSettings:
         drawn = Overlay(tracker.schema, layers, copy=reads_pixels(sinks))
         if not self.morph_to:
             return drawn
-        from .render.morph import LiveMorph
+        from .render.morph.live import LiveMorph
 
         base = getattr(tracker, "tracker", tracker)  # the analysing tracker wraps the real one
         live = LiveMorph.from_file(self.morph_to, base, alpha=self.morph_alpha)

@@ -219,7 +219,7 @@ def _failed(e: Exception, stop, verbose: int) -> int:
     from ..card import ModelError
     from ..io.sinks import SinkError
     from ..io.sources import SourceError
-    from ..render.morph import MorphError
+    from ..render.morph.points import MorphError
     from ..track.detect import DetectorError
     from ..track.landmarker import DeviceError
 
