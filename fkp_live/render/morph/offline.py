@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .mesh import EYE_CORNERS, apply_affine, delaunay, invert_affine, picture_shape, signed_areas, similarity, triangulation_shape
+from .mesh import (EYE_CORNERS, apply_affine, delaunay, invert_affine, picture_shape, signed_areas, similarity,
+                   triangulation_shape)
 from .warping import warp, warp_maps
 
 
