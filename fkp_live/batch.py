@@ -357,13 +357,7 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, settings, jobs: in
         files = shard(files, *shard_kn)
     manifest = Manifest(out, shard_kn)
     result = BatchResult(total=len(files), manifest=manifest.path)
-    todo: list[Job] = []
-    for f in files:
-        job = Job(len(todo), str(f), names[f], str(out))
-        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(settings)):
-            result.skipped += 1
-            continue
-        todo.append(job)
+    todo = _to_do(files, names, out, manifest, settings, result)
     if result.skipped:
         echo(f"{result.skipped} of {len(files)} videos already done (see {manifest.path.name}); "
              f"{len(todo)} to do")
@@ -387,26 +381,43 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, settings, jobs: in
     try:
         with StopFlag() as stop:
             if jobs <= 1:
-                own = tracker is None
-                tracker = tracker or make_tracker(settings)
-                try:
-                    for job in todo:
-                        if stop.stop:
-                            result.interrupted = True
-                            break
-                        row = process_video(job, settings, tracker, progress=bar.add, stop=stop)
-                        if row["status"] == "interrupted":
-                            result.interrupted = True
-                            break
-                        finish(job, row)
-                finally:
-                    if own:
-                        tracker.close()
+                result.interrupted = _run_here(todo, settings, tracker, stop, bar, finish)
             else:
                 result.interrupted = _run_pool(todo, settings, jobs, stop, bar, finish)
     finally:
         bar.close()
     return result
+
+
+def _to_do(files: list[Path], names: dict, out: Path, manifest: Manifest, settings, result: BatchResult) -> list[Job]:
+    """The jobs of the videos not yet done (counted in `result.skipped` when they are)."""
+    todo: list[Job] = []
+    for f in files:
+        job = Job(len(todo), str(f), names[f], str(out))
+        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(settings)):
+            result.skipped += 1
+            continue
+        todo.append(job)
+    return todo
+
+
+def _run_here(todo: list[Job], settings, tracker, stop, bar: _Progress, finish) -> bool:
+    """Every video in this process, one after the other, through `tracker` (made here, and
+    closed, when None). Returns True when interrupted."""
+    own = tracker is None
+    tracker = tracker or make_tracker(settings)
+    try:
+        for job in todo:
+            if stop.stop:
+                return True
+            row = process_video(job, settings, tracker, progress=bar.add, stop=stop)
+            if row["status"] == "interrupted":
+                return True
+            finish(job, row)
+        return False
+    finally:
+        if own:
+            tracker.close()
 
 
 def _echo_over_bar(echo, s: str) -> None:
@@ -426,80 +437,99 @@ def _fail_job(job: Job, settings, finish, error: str) -> None:
 def _run_pool(todo: list[Job], settings, jobs: int, stop, bar: _Progress, finish) -> bool:
     """Workers pull jobs from a queue; a worker that dies fails its video and is replaced.
     Returns True when interrupted."""
-    import multiprocessing as mp
-    import queue as queue_mod
-
-    ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    n = min(jobs, len(todo))
-    for j in todo:
-        tasks.put(j)
-    for _ in range(n):
-        tasks.put(None)
-    parent = os.getpid()
-    workers: dict[int, object] = {}
-    holding: dict[int, int | None] = {}
-    next_id = 0
-
-    def spawn() -> None:
-        nonlocal next_id
-        p = ctx.Process(target=_worker, args=(next_id, settings, tasks, results, parent), daemon=True,
-                        name=f"fkp-batch-{next_id}")
-        p.start()
-        workers[next_id], holding[next_id] = p, None
-        next_id += 1
-
-    for _ in range(n):
-        spawn()
-    left = {j.index for j in todo}
-    by_index = {j.index: j for j in todo}
+    pool = _Pool(todo, settings, min(jobs, len(todo)), bar, finish)
     try:
-        while left:
+        while pool.left:
             if stop.stop:
                 return True
-            try:
-                msg = results.get(timeout=0.5)
-            except queue_mod.Empty:
-                msg = None
-            if msg is not None:
-                kind, wid = msg[0], msg[1]
-                if kind == "frames":
-                    bar.add(msg[2])
-                elif kind == "start":
-                    holding[wid] = msg[2]
-                elif kind == "done":
-                    holding[wid] = None
-                    if msg[2] in left:
-                        left.discard(msg[2])
-                        finish(by_index[msg[2]], msg[3])
-                elif kind == "fatal":
-                    raise BatchError(f"a worker could not start: {msg[2]}")
-                continue
-            for wid, p in list(workers.items()):
-                if p.exitcode is None:
-                    continue
-                held = holding.pop(wid, None)
-                del workers[wid]
-                if held is not None and held in left:
-                    left.discard(held)
-                    _fail_job(by_index[held], settings, finish, f"worker process died (exit code {p.exitcode})")
-                if p.exitcode != 0 and left:
-                    spawn()  # it did not take its end-of-work marker: a replacement will
-            if left and not workers:  # a worker died between taking a video and reporting it
-                for idx in sorted(left):
-                    _fail_job(by_index[idx], settings, finish, "worker process died before reporting")
-                left.clear()
+            pool.step()
         return False
     finally:
-        for p in workers.values():
+        pool.close()
+
+
+class _Pool:
+    """The worker processes of a batch and what each holds: started with the jobs queued and one
+    end-of-work marker per worker, fed by `step` until no job is left, ended by `close`."""
+
+    def __init__(self, todo: list[Job], settings, n: int, bar: _Progress, finish):
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.tasks, self.results = self.ctx.Queue(), self.ctx.Queue()
+        for j in todo:
+            self.tasks.put(j)
+        for _ in range(n):
+            self.tasks.put(None)
+        self.settings, self.bar, self.finish = settings, bar, finish
+        self.parent = os.getpid()
+        self.workers: dict[int, object] = {}
+        self.holding: dict[int, int | None] = {}
+        self.next_id = 0
+        self.left = {j.index for j in todo}
+        self.by_index = {j.index: j for j in todo}
+        for _ in range(n):
+            self.spawn()
+
+    def spawn(self) -> None:
+        p = self.ctx.Process(target=_worker, args=(self.next_id, self.settings, self.tasks, self.results, self.parent),
+                             daemon=True, name=f"fkp-batch-{self.next_id}")
+        p.start()
+        self.workers[self.next_id], self.holding[self.next_id] = p, None
+        self.next_id += 1
+
+    def step(self) -> None:
+        """Handle one message from the workers, or, when none came within half a second, see to
+        the workers that ended."""
+        import queue as queue_mod
+
+        try:
+            msg = self.results.get(timeout=0.5)
+        except queue_mod.Empty:
+            self._reap()
+            return
+        kind, wid = msg[0], msg[1]
+        if kind == "frames":
+            self.bar.add(msg[2])
+        elif kind == "start":
+            self.holding[wid] = msg[2]
+        elif kind == "done":
+            self.holding[wid] = None
+            if msg[2] in self.left:
+                self.left.discard(msg[2])
+                self.finish(self.by_index[msg[2]], msg[3])
+        elif kind == "fatal":
+            raise BatchError(f"a worker could not start: {msg[2]}")
+
+    def _reap(self) -> None:
+        """A worker that died fails the video it held, and one that did not take its end-of-work
+        marker is replaced."""
+        for wid, p in list(self.workers.items()):
+            if p.exitcode is None:
+                continue
+            held = self.holding.pop(wid, None)
+            del self.workers[wid]
+            if held is not None and held in self.left:
+                self.left.discard(held)
+                _fail_job(self.by_index[held], self.settings, self.finish,
+                          f"worker process died (exit code {p.exitcode})")
+            if p.exitcode != 0 and self.left:
+                self.spawn()  # it did not take its end-of-work marker: a replacement will
+        if self.left and not self.workers:  # a worker died between taking a video and reporting it
+            for idx in sorted(self.left):
+                _fail_job(self.by_index[idx], self.settings, self.finish, "worker process died before reporting")
+            self.left.clear()
+
+    def close(self) -> None:
+        for p in self.workers.values():
             if p.is_alive():
-                if left:
+                if self.left:
                     p.terminate()
                 p.join(timeout=10)
                 if p.is_alive():
                     p.kill()
-        for idx in left:  # interrupted: nothing half-written stays behind
-            for part in by_index[idx].outputs(settings):
+        for idx in self.left:  # interrupted: nothing half-written stays behind
+            for part in self.by_index[idx].outputs(self.settings):
                 part.with_name(part.name + ".part").unlink(missing_ok=True)
-        tasks.cancel_join_thread()
-        results.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+        self.results.cancel_join_thread()

@@ -117,21 +117,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
           dlib_model, face_counts):
     """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
     outputs, stage times, memory, smoothing."""
-    from ..engine import run
-    from ..io.sources import DemoSource, VideoSource
-    from ..track.smooth import jitter, lag, smooth_track, synthetic_track
-
     if clip and video and clip != video:
         raise click.UsageError("give the clip once: VIDEO or --video")
     if face_counts is not None:
-        try:
-            counts = [int(x) for x in face_counts.split(",") if x.strip()]
-        except ValueError:
-            counts = []
-        if not counts or min(counts) < 1:
-            raise click.BadParameter(f"{face_counts!r}: give face counts as whole numbers >= 1, e.g. 1,5,20",
-                                     param_hint="--faces")
-        _many_faces(counts, model, device, threads)
+        _many_faces(_face_counts(face_counts), model, device, threads)
         return
     clip = Path(clip or video) if (clip or video) else None
     if clip is not None and not clip.exists():
@@ -142,21 +131,45 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         raise click.UsageError("the whole-process side-by-side needs a VIDEO")
     if processes_only:
         return
-    if clip is not None:
-        with VideoSource(clip) as src:
-            frames = list(src)
-            fps_src = src.fps or 30.0
-        name = clip.name
-    else:
-        frames = list(DemoSource(frames=300))
-        fps_src, name = 30.0, "demo (300 frames)"
+    frames, fps_src, name = _clip_frames(clip)
     h, w = frames[0].image.shape[:2]
     click.echo(f"clip: {name}, {len(frames)} frames, {w}x{h}; CPU cores: {os.cpu_count()}")
 
     tracker = _tracker(model, device, threads, detector)
     click.echo(f"model: {tracker.landmarker.onnx_path} on {tracker.device} "
                f"({tracker.landmarker.session.get_providers()[0]}), detector {tracker.detector_name}")
+    _in_memory(tracker, frames, repeat)
+    _from_the_file(clip, model, device, threads, detector)
+    _memory(frames, long_frames, fps_src, model, device, threads, detector)
+    _smoothing(tracker, frames, name, model, device, threads, detector)
 
+
+def _face_counts(text: str) -> list[int]:
+    """--faces 1,5,20 -> [1, 5, 20]."""
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"{text!r}: give face counts as whole numbers >= 1, e.g. 1,5,20",
+                                 param_hint="--faces")
+    return counts
+
+
+def _clip_frames(clip: Path | None):
+    """The clip's frames in memory (the demo's 300 without one), its frame rate and its name."""
+    from ..io.sources import DemoSource, VideoSource
+
+    if clip is not None:
+        with VideoSource(clip) as src:
+            frames = list(src)
+            fps_src = src.fps or 30.0
+        return frames, fps_src, clip.name
+    return list(DemoSource(frames=300)), 30.0, "demo (300 frames)"
+
+
+def _in_memory(tracker, frames, repeat: int) -> None:
+    """fps on frames in memory, ours and FaceMesh's, alternating; best of `repeat`."""
     ours, mesh = [], []
     for _ in range(max(1, repeat)):  # alternate, so a busy neighbour process hurts both alike
         fps, stages = _ours_fps(tracker, frames)
@@ -167,7 +180,12 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
     click.echo(f"MediaPipe FaceMesh legacy   {max(mesh):8.1f} fps   (runs: {', '.join(f'{x:.0f}' for x in mesh)})")
     click.echo("ms per frame: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
 
-    # end to end from the file: decode + track, then decode + track + draw + MP4 + CSV
+
+def _from_the_file(clip: Path | None, model, device, threads, detector) -> None:
+    """End to end from the file: decode + track, then decode + track + draw + MP4 + CSV."""
+    from ..engine import run
+    from ..io.sources import DemoSource, VideoSource
+
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for label, outputs in (("decode + track, no outputs", False), ("decode + track + MP4 + CSV", True)):
@@ -186,7 +204,11 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         for label, (fps, ms) in runs.items():
             click.echo(f"{label:<28}{fps:8.1f} fps;  ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
 
-    # memory over a long stream (the clip looped)
+
+def _memory(frames, long_frames: int, fps_src: float, model, device, threads, detector) -> None:
+    """Resident memory after 100 frames and after `long_frames` of the clip looped."""
+    from ..engine import run
+
     tr = _tracker(model, device, threads, detector)
     marks = {}
 
@@ -201,8 +223,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         click.echo(f"RSS after 100 frames {a[0]:.1f} MiB (peak {a[1]:.1f}); after {long_frames}: {b[0]:.1f} MiB "
                    f"(peak {b[1]:.1f}); growth {b[0] - a[0]:+.1f} MiB")
 
-    # smoothing: synthetic tracks with known truth, then the model on the clip
-    from ..track.smooth import DEFAULT_STRENGTH
+
+def _smoothing(tracker, frames, name: str, model, device, threads, detector) -> None:
+    """Smoothing: synthetic tracks with known truth, then the model on the clip and on the demo."""
+    from ..track.smooth import DEFAULT_STRENGTH, jitter, lag, smooth_track, synthetic_track
 
     click.echo(f"\n== smoothing (strength {DEFAULT_STRENGTH:g}, the default; jitter = mean frame-to-frame "
                "movement / inter-ocular distance)")
@@ -217,28 +241,38 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         click.echo(f"synthetic, noise {noise:.0%} IOD: still jitter {jitter(noisy[30:], iod):.4f} -> "
                    f"{jitter(out[30:], iod):.4f} ({r:.1f}x lower); lag on moving face "
                    f"{lags[0]:.2f} frames (demo speed), {lags[1]:.2f} (4x speed)")
-    if tracker.schema.ocular is not None:
-        raw_tr = _tracker(model, device, threads, detector, smooth=0.0)
-        raw, sm = [], []
-        tracker.reset()
-        for f in frames:
-            a_ = raw_tr(f)
-            b_ = tracker(f)
-            if len(a_) != 1 or len(b_) != 1:
-                continue
-            raw.append(a_[0].raw)
-            sm.append(b_[0].smoothed)
-        if len(raw) > 30:
-            raw, sm = np.array(raw), np.array(sm)
-            e = tracker.schema.ocular_points(raw)
-            iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
-            if jitter(raw, iod) < 1e-6:
-                click.echo(f"model on {name}: its points do not move at all (a stand-in model?); no figures")
-                return
-            click.echo(f"model on {name}: jitter raw {jitter(raw, iod):.4f}, smoothed {jitter(sm, iod):.4f} "
-                       f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
-                       f"points by {lag(sm, raw):.2f} frames")
-        _demo_smoothing(model, device, threads, detector)
+    if tracker.schema.ocular is None:
+        return
+    if not _model_jitter(tracker, frames, name, model, device, threads, detector):
+        return
+    _demo_smoothing(model, device, threads, detector)
+
+
+def _model_jitter(tracker, frames, name: str, model, device, threads, detector) -> bool:
+    """The model's jitter on the clip, raw and smoothed; False for a model whose points never move."""
+    from ..track.smooth import jitter, lag
+
+    raw_tr = _tracker(model, device, threads, detector, smooth=0.0)
+    raw, sm = [], []
+    tracker.reset()
+    for f in frames:
+        a_ = raw_tr(f)
+        b_ = tracker(f)
+        if len(a_) != 1 or len(b_) != 1:
+            continue
+        raw.append(a_[0].raw)
+        sm.append(b_[0].smoothed)
+    if len(raw) > 30:
+        raw, sm = np.array(raw), np.array(sm)
+        e = tracker.schema.ocular_points(raw)
+        iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
+        if jitter(raw, iod) < 1e-6:
+            click.echo(f"model on {name}: its points do not move at all (a stand-in model?); no figures")
+            return False
+        click.echo(f"model on {name}: jitter raw {jitter(raw, iod):.4f}, smoothed {jitter(sm, iod):.4f} "
+                   f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
+                   f"points by {lag(sm, raw):.2f} frames")
+    return True
 
 
 # ------------------------------------------------------------------------ many faces

@@ -77,7 +77,7 @@ class Mp4Sink(Sink):
 
     def _mux(self, packet) -> None:
         """Mux one packet; the first write error stops every later one (FFmpeg's muxer must not be
-        fed after a failed write: it crashed on close before)."""
+        fed after a failed write: it can crash on close)."""
         import av
 
         if self.failed is not None:
