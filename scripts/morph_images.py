@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fkp_live.io.sources import DemoSource, grace_hopper  # noqa: E402
-from fkp_live.morph_cli import write_gif  # noqa: E402
+from fkp_live.commands.morph import write_gif  # noqa: E402
 from fkp_live.render import morph as M  # noqa: E402
 from fkp_live.track.tracker import Tracker  # noqa: E402
 
