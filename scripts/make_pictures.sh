@@ -3,7 +3,7 @@
 #
 #   bash scripts/make_pictures.sh [PYTHON]
 #
-# overlay.gif, overlay.png, pose.png    scripts/overlay_images.py (the demo; pose.png needs ../shared/data)
+# overlay.gif, pose.png                 scripts/overlay_images.py (the demo; pose.png needs ../shared/data)
 # morph_strip.png, morph_anim.gif, morph_mean.png, morph_caricature.png, morph_live.png
 #                                       scripts/morph_images.py (needs scikit-image for its second face)
 # ced_300w_test.png                     fkp-train eval-runtime on the 300-W test split (needs ../shared/data

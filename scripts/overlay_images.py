@@ -5,7 +5,6 @@
 overlay.gif  the built-in demo (Grace Hopper's portrait, US Navy photo, public domain, as shipped
              with matplotlib), its head twice, moving, tracked with the default model and drawn
              with points, contours and ids: what `fkp-live --demo` shows
-overlay.png  one frame of it, for places that show no GIF
 pose.png     head pose axes (`--analysis pose --draw points,pose`) on five 300-W AFW photos, heads
              turned from about -30 to +30 degrees of yaw (300-W: research use only, no commercial use; C. Sagonas et al., ICCV-W
              2013); skipped when ../shared/data is absent
@@ -34,7 +33,7 @@ TILE = 200
 
 
 def overlay(out: Path) -> None:
-    """The demo's head, two copies, every sixth frame of 150, as a small looping GIF and one PNG."""
+    """The demo's head, two copies, every sixth frame of 150, as a small looping GIF."""
     tracker = Tracker(device="cpu")
     frames = []
     with DemoSource(frames=150, size=(720, 360), faces=2, tight=True) as src:
@@ -49,8 +48,7 @@ def overlay(out: Path) -> None:
     gif = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
     gif[0].save(out / "overlay.gif", save_all=True, append_images=gif[1:], duration=180, loop=0,
                 optimize=True)
-    cv2.imwrite(str(out / "overlay.png"), frames[len(frames) // 2])
-    print(f"wrote {out / 'overlay.gif'} ({len(gif)} frames) and {out / 'overlay.png'}")
+    print(f"wrote {out / 'overlay.gif'} ({len(gif)} frames)")
 
 
 def _pose_photos(afw: Path, tracker: AnalysingTracker):
