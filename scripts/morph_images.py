@@ -1,4 +1,4 @@
-"""Render the README's morphing pictures into docs/images/morph_*.
+"""Render the manual's morphing pictures into docs/images/morph_*.
 
     .venv/bin/python scripts/morph_images.py [--data ../shared/data] [--out docs/images]
 
