@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .io import DEFAULT_PRESET
 
 log = logging.getLogger("fkp_live")
 
@@ -151,25 +150,6 @@ def _read_rows(path: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class Options:
-    """How each video is processed: picklable, so worker processes get the same settings."""
-
-    tracker: dict = field(default_factory=dict)  # Tracker(**tracker)
-    analysis: tuple = ()
-    focal: float | None = None
-    blink_threshold: float = 0.2
-    mp4: bool = False
-    mp4_preset: str = DEFAULT_PRESET  # x264 preset and quality of the MP4s
-    mp4_crf: int = 20
-    mp4_threads: int | None = None  # x264 threads (1 in each of several workers)
-    draw: str | None = None  # overlay layers for the MP4
-    crops: str | None = None  # folder; each video's crops go to crops/NAME/
-    crop_size: int = 112
-    crops_every: int = 1
-    max_frames: int | None = None
-
-
-@dataclass
 class Job:
     index: int
     file: str
@@ -177,62 +157,47 @@ class Job:
     out_dir: str
     frames_hint: int | None = None
 
-    def outputs(self, opts: Options) -> list[Path]:
+    def outputs(self, settings) -> list[Path]:
+        """The files the video's run leaves: NAME.csv, and NAME.mp4 with --mp4."""
         out = [Path(self.out_dir) / f"{self.name}.csv"]
-        if opts.mp4:
+        if settings.mp4:
             out.append(Path(self.out_dir) / f"{self.name}.mp4")
         return out
 
 
-def make_tracker(opts: Options):
-    from .track.tracker import Tracker
-
-    tracker = Tracker(**opts.tracker)
-    kinds = set(opts.analysis)
-    if opts.mp4 and opts.draw and "pose" in opts.draw.split(","):
-        kinds.add("pose")  # drawn on the MP4
-    if kinds:
-        from .analysis import Analyser, AnalysingTracker
-
-        tracker = AnalysingTracker(tracker, Analyser(kinds, focal=opts.focal, blink_threshold=opts.blink_threshold))
-    return tracker
+def make_tracker(settings):
+    """The tracker every video of the batch runs through (with its analysis; pose too where the
+    MP4s draw it)."""
+    return settings.with_analysis(settings.build_tracker(), shown=settings.mp4)
 
 
-def process_video(job: Job, opts: Options, tracker, progress: Callable[[int], None] | None = None,
+def process_video(job: Job, settings, tracker, progress: Callable[[int], None] | None = None,
                   stop=None) -> dict:
     """Track one video into its outputs; never raises for a bad video: the row says what went wrong.
     Returns the manifest row (status 'done', 'failed' or 'interrupted')."""
     import contextlib
 
-    from .engine import reads_pixels, run
-    from .io.sinks import CropSink, CsvSink, Mp4Sink
+    from .engine import run
     from .io.sources import VideoSource
-    from .render.draw import Overlay, parse_layers
 
     t0 = time.perf_counter()
-    finals = job.outputs(opts)
+    finals = job.outputs(settings)
     parts = [p.with_name(p.name + ".part") for p in finals]
+    one = settings.for_video(parts[0], parts[1] if settings.mp4 else None, job.name)
     row = {"file": job.file, "frames": 0, "faces": 0, "fps": "", "status": "failed", "error": ""}
     tracker.reset()
     try:
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(VideoSource(job.file))
             row["fps"] = f"{src.fps:.3f}" if src.fps else ""
-            sinks = [stack.enter_context(CsvSink(parts[0], tracker.schema.n, analysis=opts.analysis, staged=False))]
-            if opts.mp4:
-                sinks.append(stack.enter_context(Mp4Sink(
-                    parts[1], fps=src.fps, audio_from=src.path if src.has_audio else None, staged=False,
-                    preset=opts.mp4_preset, crf=opts.mp4_crf, threads=opts.mp4_threads)))
-            if opts.crops:
-                sinks.append(stack.enter_context(CropSink(Path(opts.crops) / job.name, tracker.schema,
-                                                          opts.crop_size, opts.crops_every)))
+            sinks = one.open_sinks(stack, src, tracker.schema, staged=False)
+
             def every_ten(res, n_faces):
                 if res.frames % 10 == 0:
                     progress(10)
 
-            overlay = Overlay(tracker.schema, parse_layers(opts.draw), copy=reads_pixels(sinks))
-            res = run(src, tracker, sinks, overlay=overlay,
-                      max_frames=opts.max_frames, stop=stop, progress=every_ten if progress else None)
+            res = run(src, tracker, sinks, overlay=one.overlay(tracker, sinks), max_frames=settings.max_frames,
+                      stop=stop, progress=every_ten if progress else None)
         if progress is not None and res.frames % 10:
             progress(res.frames % 10)
         row.update(frames=res.frames, faces=len(res.ids))
@@ -274,7 +239,7 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
+def _worker(wid: int, settings, tasks, results, parent: int) -> None:
     from .engine import one_opencv_thread
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -283,7 +248,7 @@ def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
         return
     one_opencv_thread()  # a spawned process: the parent's setting does not carry over
     try:
-        tracker = make_tracker(opts)
+        tracker = make_tracker(settings)
     except Exception as e:
         results.put(("fatal", wid, _one_line(e)))
         return
@@ -292,7 +257,7 @@ def _worker(wid: int, opts: Options, tasks, results, parent: int) -> None:
         if job is None:
             break
         results.put(("start", wid, job.index))
-        row = process_video(job, opts, tracker, progress=lambda n: results.put(("frames", wid, n)))
+        row = process_video(job, settings, tracker, progress=lambda n: results.put(("frames", wid, n)))
         results.put(("done", wid, job.index, row))
     tracker.close()
 
@@ -366,16 +331,19 @@ def _probe_length(path: str) -> int | None:
     return None
 
 
-def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, jobs: int = 1,
+def run_batch(videos: str | list, out_dir: str | os.PathLike, settings, jobs: int = 1,
               shard_kn: tuple[int, int] | None = None, echo: Callable[[str], None] | None = None,
               tracker=None) -> BatchResult:
     """Process every video of `videos` (a folder, a glob or a list of paths) into `out_dir`.
 
     Videos already done (in any manifest of out_dir, outputs present) are skipped; the rest run in
-    this process (jobs=1; `tracker` may be given) or in `jobs` spawned worker processes."""
+    this process (jobs=1; `tracker` may be given) or in `jobs` spawned worker processes, each
+    given `settings` (a RunSettings: it is pickled) with one thread of its own."""
     from .engine import StopFlag
 
     echo = echo or (lambda s: log.info("%s", s))
+    if jobs > 1:
+        settings = settings.one_thread_each()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BatchError(f"--out-dir {out} is a file; give a folder")
@@ -389,13 +357,7 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
         files = shard(files, *shard_kn)
     manifest = Manifest(out, shard_kn)
     result = BatchResult(total=len(files), manifest=manifest.path)
-    todo: list[Job] = []
-    for f in files:
-        job = Job(len(todo), str(f), names[f], str(out))
-        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(opts)):
-            result.skipped += 1
-            continue
-        todo.append(job)
+    todo = _to_do(files, names, out, manifest, settings, result)
     if result.skipped:
         echo(f"{result.skipped} of {len(files)} videos already done (see {manifest.path.name}); "
              f"{len(todo)} to do")
@@ -403,8 +365,8 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
         return result
     for j in todo:
         j.frames_hint = _probe_length(j.file)
-        if opts.max_frames and j.frames_hint:
-            j.frames_hint = min(j.frames_hint, opts.max_frames)
+        if settings.max_frames and j.frames_hint:
+            j.frames_hint = min(j.frames_hint, settings.max_frames)
     bar = _Progress(todo, echo=lambda s: _echo_over_bar(echo, s))
 
     def finish(job: Job, row: dict) -> None:
@@ -419,26 +381,43 @@ def run_batch(videos: str | list, out_dir: str | os.PathLike, opts: Options, job
     try:
         with StopFlag() as stop:
             if jobs <= 1:
-                own = tracker is None
-                tracker = tracker or make_tracker(opts)
-                try:
-                    for job in todo:
-                        if stop.stop:
-                            result.interrupted = True
-                            break
-                        row = process_video(job, opts, tracker, progress=bar.add, stop=stop)
-                        if row["status"] == "interrupted":
-                            result.interrupted = True
-                            break
-                        finish(job, row)
-                finally:
-                    if own:
-                        tracker.close()
+                result.interrupted = _run_here(todo, settings, tracker, stop, bar, finish)
             else:
-                result.interrupted = _run_pool(todo, opts, jobs, stop, bar, finish)
+                result.interrupted = _run_pool(todo, settings, jobs, stop, bar, finish)
     finally:
         bar.close()
     return result
+
+
+def _to_do(files: list[Path], names: dict, out: Path, manifest: Manifest, settings, result: BatchResult) -> list[Job]:
+    """The jobs of the videos not yet done (counted in `result.skipped` when they are)."""
+    todo: list[Job] = []
+    for f in files:
+        job = Job(len(todo), str(f), names[f], str(out))
+        if manifest.is_done(job.file) and all(p.exists() for p in job.outputs(settings)):
+            result.skipped += 1
+            continue
+        todo.append(job)
+    return todo
+
+
+def _run_here(todo: list[Job], settings, tracker, stop, bar: _Progress, finish) -> bool:
+    """Every video in this process, one after the other, through `tracker` (made here, and
+    closed, when None). Returns True when interrupted."""
+    own = tracker is None
+    tracker = tracker or make_tracker(settings)
+    try:
+        for job in todo:
+            if stop.stop:
+                return True
+            row = process_video(job, settings, tracker, progress=bar.add, stop=stop)
+            if row["status"] == "interrupted":
+                return True
+            finish(job, row)
+        return False
+    finally:
+        if own:
+            tracker.close()
 
 
 def _echo_over_bar(echo, s: str) -> None:
@@ -448,90 +427,109 @@ def _echo_over_bar(echo, s: str) -> None:
         echo(s)
 
 
-def _fail_job(job: Job, opts: Options, finish, error: str) -> None:
+def _fail_job(job: Job, settings, finish, error: str) -> None:
     finish(job, {"file": job.file, "frames": 0, "faces": 0, "fps": "", "status": "failed", "error": error,
                  "seconds": ""})
-    for out in job.outputs(opts):
+    for out in job.outputs(settings):
         out.with_name(out.name + ".part").unlink(missing_ok=True)
 
 
-def _run_pool(todo: list[Job], opts: Options, jobs: int, stop, bar: _Progress, finish) -> bool:
+def _run_pool(todo: list[Job], settings, jobs: int, stop, bar: _Progress, finish) -> bool:
     """Workers pull jobs from a queue; a worker that dies fails its video and is replaced.
     Returns True when interrupted."""
-    import multiprocessing as mp
-    import queue as queue_mod
-
-    ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    n = min(jobs, len(todo))
-    for j in todo:
-        tasks.put(j)
-    for _ in range(n):
-        tasks.put(None)
-    parent = os.getpid()
-    workers: dict[int, object] = {}
-    holding: dict[int, int | None] = {}
-    next_id = 0
-
-    def spawn() -> None:
-        nonlocal next_id
-        p = ctx.Process(target=_worker, args=(next_id, opts, tasks, results, parent), daemon=True,
-                        name=f"fkp-batch-{next_id}")
-        p.start()
-        workers[next_id], holding[next_id] = p, None
-        next_id += 1
-
-    for _ in range(n):
-        spawn()
-    left = {j.index for j in todo}
-    by_index = {j.index: j for j in todo}
+    pool = _Pool(todo, settings, min(jobs, len(todo)), bar, finish)
     try:
-        while left:
+        while pool.left:
             if stop.stop:
                 return True
-            try:
-                msg = results.get(timeout=0.5)
-            except queue_mod.Empty:
-                msg = None
-            if msg is not None:
-                kind, wid = msg[0], msg[1]
-                if kind == "frames":
-                    bar.add(msg[2])
-                elif kind == "start":
-                    holding[wid] = msg[2]
-                elif kind == "done":
-                    holding[wid] = None
-                    if msg[2] in left:
-                        left.discard(msg[2])
-                        finish(by_index[msg[2]], msg[3])
-                elif kind == "fatal":
-                    raise BatchError(f"a worker could not start: {msg[2]}")
-                continue
-            for wid, p in list(workers.items()):
-                if p.exitcode is None:
-                    continue
-                held = holding.pop(wid, None)
-                del workers[wid]
-                if held is not None and held in left:
-                    left.discard(held)
-                    _fail_job(by_index[held], opts, finish, f"worker process died (exit code {p.exitcode})")
-                if p.exitcode != 0 and left:
-                    spawn()  # it did not take its end-of-work marker: a replacement will
-            if left and not workers:  # a worker died between taking a video and reporting it
-                for idx in sorted(left):
-                    _fail_job(by_index[idx], opts, finish, "worker process died before reporting")
-                left.clear()
+            pool.step()
         return False
     finally:
-        for p in workers.values():
+        pool.close()
+
+
+class _Pool:
+    """The worker processes of a batch and what each holds: started with the jobs queued and one
+    end-of-work marker per worker, fed by `step` until no job is left, ended by `close`."""
+
+    def __init__(self, todo: list[Job], settings, n: int, bar: _Progress, finish):
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.tasks, self.results = self.ctx.Queue(), self.ctx.Queue()
+        for j in todo:
+            self.tasks.put(j)
+        for _ in range(n):
+            self.tasks.put(None)
+        self.settings, self.bar, self.finish = settings, bar, finish
+        self.parent = os.getpid()
+        self.workers: dict[int, object] = {}
+        self.holding: dict[int, int | None] = {}
+        self.next_id = 0
+        self.left = {j.index for j in todo}
+        self.by_index = {j.index: j for j in todo}
+        for _ in range(n):
+            self.spawn()
+
+    def spawn(self) -> None:
+        p = self.ctx.Process(target=_worker, args=(self.next_id, self.settings, self.tasks, self.results, self.parent),
+                             daemon=True, name=f"fkp-batch-{self.next_id}")
+        p.start()
+        self.workers[self.next_id], self.holding[self.next_id] = p, None
+        self.next_id += 1
+
+    def step(self) -> None:
+        """Handle one message from the workers, or, when none came within half a second, see to
+        the workers that ended."""
+        import queue as queue_mod
+
+        try:
+            msg = self.results.get(timeout=0.5)
+        except queue_mod.Empty:
+            self._reap()
+            return
+        kind, wid = msg[0], msg[1]
+        if kind == "frames":
+            self.bar.add(msg[2])
+        elif kind == "start":
+            self.holding[wid] = msg[2]
+        elif kind == "done":
+            self.holding[wid] = None
+            if msg[2] in self.left:
+                self.left.discard(msg[2])
+                self.finish(self.by_index[msg[2]], msg[3])
+        elif kind == "fatal":
+            raise BatchError(f"a worker could not start: {msg[2]}")
+
+    def _reap(self) -> None:
+        """A worker that died fails the video it held, and one that did not take its end-of-work
+        marker is replaced."""
+        for wid, p in list(self.workers.items()):
+            if p.exitcode is None:
+                continue
+            held = self.holding.pop(wid, None)
+            del self.workers[wid]
+            if held is not None and held in self.left:
+                self.left.discard(held)
+                _fail_job(self.by_index[held], self.settings, self.finish,
+                          f"worker process died (exit code {p.exitcode})")
+            if p.exitcode != 0 and self.left:
+                self.spawn()  # it did not take its end-of-work marker: a replacement will
+        if self.left and not self.workers:  # a worker died between taking a video and reporting it
+            for idx in sorted(self.left):
+                _fail_job(self.by_index[idx], self.settings, self.finish, "worker process died before reporting")
+            self.left.clear()
+
+    def close(self) -> None:
+        for p in self.workers.values():
             if p.is_alive():
-                if left:
+                if self.left:
                     p.terminate()
                 p.join(timeout=10)
                 if p.is_alive():
                     p.kill()
-        for idx in left:  # interrupted: nothing half-written stays behind
-            for part in by_index[idx].outputs(opts):
+        for idx in self.left:  # interrupted: nothing half-written stays behind
+            for part in self.by_index[idx].outputs(self.settings):
                 part.with_name(part.name + ".part").unlink(missing_ok=True)
-        tasks.cancel_join_thread()
-        results.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+        self.results.cancel_join_thread()

@@ -5,7 +5,7 @@ not in the CLI, and what it measured comes back as values in a `RunResult`.
 
     >>> import os, tempfile
     >>> from fkp_live import Tracker, run
-    >>> from fkp_live.io.sinks import CsvSink
+    >>> from fkp_live.io.text import CsvSink
     >>> from fkp_live.io.sources import DemoSource
     >>> out = os.path.join(tempfile.mkdtemp(), "demo.csv")
     >>> with DemoSource(frames=5) as src, Tracker(device="cpu") as tracker, CsvSink(out, 68) as csv:
@@ -96,8 +96,8 @@ class _Prefetch:
 
     def close(self) -> None:
         self._stop.set()
-        # empty the queue, so that a reader waiting to put a frame is let go at once (it used to
-        # look at the stop flag every 0.1 s, which held `--max-frames 1` up by that long)
+        # empty the queue, so that a reader waiting to put a frame is let go at once rather than
+        # at a poll of the stop flag (which would hold `--max-frames 1` up by the poll's period)
         while True:
             try:
                 self._q.get_nowait()

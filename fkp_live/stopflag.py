@@ -30,3 +30,21 @@ class StopFlag:
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+_PROCESS: StopFlag | None = None
+
+
+def install_for_process() -> StopFlag:
+    """The executable's own flag, installed as the process starts (`fkp_live.cli`), before click,
+    OpenCV or ONNX Runtime are imported: a signal during start-up is then noted, not raised inside
+    an import."""
+    global _PROCESS
+    if _PROCESS is None:
+        _PROCESS = StopFlag().__enter__()
+    return _PROCESS
+
+
+def process_flag() -> StopFlag | None:
+    """The flag `install_for_process` installed, or None (a program or test calling a command)."""
+    return _PROCESS

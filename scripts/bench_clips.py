@@ -1,4 +1,4 @@
-"""Make the benchmark clips of the README's speed table from ../shared/data/videos (never shipped).
+"""Make the benchmark clips of the manual's speed tables from ../shared/data/videos (never shipped).
 
     python scripts/bench_clips.py OUT_DIR [--videos ../shared/data/videos]
 

@@ -1,7 +1,7 @@
 """x264 settings compared on one clip the way the MP4 sink encodes (CRF 20; one encoder thread up to
 500,000 pixels, x264's own choice above): CPU ms per frame, file size and the PSNR of Y against the
-decoded source, after one encode thrown away (the first runs slower). The README's encoder
-table comes from it.
+decoded source, after one encode thrown away (the first runs slower). The encoder table of
+docs/speed.md comes from it.
 
     python scripts/encoder_sweep.py CLIP.mp4 [--frames 600] [--presets realtime,superfast,...]
 """

@@ -1,4 +1,4 @@
-"""Render the README's morphing pictures into docs/images/morph_*.
+"""Render the manual's morphing pictures into docs/images/morph_*.
 
     .venv/bin/python scripts/morph_images.py [--data ../shared/data] [--out docs/images]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fkp_live.io.sources import DemoSource, grace_hopper  # noqa: E402
-from fkp_live.morph_cli import write_gif  # noqa: E402
+from fkp_live.commands.morph import write_gif  # noqa: E402
 from fkp_live.render import morph as M  # noqa: E402
 from fkp_live.track.tracker import Tracker  # noqa: E402
 

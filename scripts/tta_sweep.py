@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--split", default="val", choices=["val"])
     ap.add_argument("--top", type=int, default=25, help="mixes printed, best first")
     ap.add_argument("--max-cost", type=float, default=None,
-                    help="only mixes of at most this many 128 px readings' pixels (4.8: about 5 ms of INT8 here since session 7's graphs, 1.02 ms a 128 px reading)")
+                    help="only mixes of at most this many 128 px readings' pixels (4.8: about 5 ms of INT8 on a 2-core CPU, at about 1 ms a 128 px reading)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     first, task = load_model(a.checkpoints[0])

@@ -260,7 +260,7 @@ def test_crops_put_the_true_eyes_on_the_same_pixels(tmp_path, tracker):
     """The demo face moves, rolls and zooms with a known transform: its true eye centres land on
     the crop template's eye pixels within 2 px (112 px crops), every frame."""
     from fkp_live.frame import Frame
-    from fkp_live.io.sinks import CropSink
+    from fkp_live.io.crops import CropSink
     from fkp_live.io.sources import DemoSource, Motion
     from fkp_live.schemas import IBUG68
 
@@ -294,7 +294,8 @@ def test_crops_put_the_true_eyes_on_the_same_pixels(tmp_path, tracker):
 
 
 def test_crop_sink_checks_its_folder(tmp_path):
-    from fkp_live.io.sinks import CropSink, SinkError
+    from fkp_live.io.crops import CropSink
+    from fkp_live.io.sinks import SinkError
     from fkp_live.schemas import IBUG68
 
     (tmp_path / "file").write_text("x")

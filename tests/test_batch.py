@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from fkp_live.batch import (BatchError, Manifest, Options, find_videos, output_names, parse_shard, run_batch,
-                            shard)
+from fkp_live.batch import BatchError, Manifest, find_videos, output_names, parse_shard, run_batch, shard
+from fkp_live.settings import RunSettings
 from runtime_helpers import write_video
 
 
@@ -34,8 +34,8 @@ def _manifest(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _opts(model_path, **kw) -> Options:
-    return Options(tracker=dict(model=str(model_path), device="cpu", threads=1, detector="haar"), **kw)
+def _opts(model_path, **kw) -> RunSettings:
+    return RunSettings(model=str(model_path), device="cpu", threads=1, detector="haar", **kw)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from fkp_live.bench import bench
+from fkp_live.commands.bench import bench
 
 from conftest import dlib_model_file
 from runtime_helpers import demo_frames, write_video

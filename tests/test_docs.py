@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fkp_live.engine", "fkp_live.io.sinks", "fkp_live.track.tracker", "fkp_live.render.draw",
+MODULES = ["fkp_live.engine", "fkp_live.io.text", "fkp_live.settings", "fkp_live.single", "fkp_live.track.tracker", "fkp_live.render.draw",
            "fkp_live.frame", "fkp_live.track.smooth", "fkp_live.track.landmarker", "fkp_live.analysis.analyser"]
 
 

@@ -242,7 +242,8 @@ def test_reads_pixels_and_one_opencv_thread(tmp_path):
     import sys
 
     from fkp_live.engine import reads_pixels
-    from fkp_live.io.sinks import CropSink, CsvSink
+    from fkp_live.io.crops import CropSink
+    from fkp_live.io.text import CsvSink
     from fkp_live.schemas import IBUG68
 
     with CsvSink(tmp_path / "a.csv", 68) as csv_sink, CropSink(tmp_path / "crops", IBUG68) as crops:

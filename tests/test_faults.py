@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
-from fkp_live.cli import run as cli_run
-from fkp_live.io.sinks import partial_path
+from fkp_live.commands.run import run as cli_run
+from fkp_live.io.outputs import partial_path
 from fkp_live.io.sources import DemoSource
 from runtime_helpers import write_video
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import DATA, needs_data, needs_shipped_model
 from fkp_live.frame import Frame
-from fkp_live.morph_cli import average, morph
+from fkp_live.commands.morph import average, morph
 from fkp_live.render import morph as M
 
 HELEN = DATA / "300w" / "helen_train"
@@ -93,7 +93,9 @@ def test_degenerate_triangles_do_not_crash():
     dst2[10] = [25, 10]  # pushed through the opposite edge: folded
     out2 = M.warp(img, src, dst2, tris)
     assert out2.shape == img.shape and M.fold_fraction(dst2, tris) > 0
-    c = M._coefficients(src, dst, tris)
+    from fkp_live.render.morph.warping import _coefficients
+
+    c = _coefficients(src, dst, tris)
     assert np.isfinite(c).all()
 
 
@@ -148,7 +150,7 @@ def test_every_hull_pixel_in_exactly_one_triangle(grace):
 def test_points_readers(tmp_path):
     pts = np.random.default_rng(1).uniform(10, 100, (68, 2))
     np.testing.assert_allclose(M.read_points(write_pts(tmp_path / "a.pts", pts)), pts, atol=1e-3)
-    from fkp_live.io.sinks import CsvSink
+    from fkp_live.io.text import CsvSink
     from fkp_live.track.tracker import Face
 
     face = Face(3, (0, 0, 1, 1), pts, pts, 0.9, None)

@@ -174,7 +174,7 @@ def test_cli_writes_c_columns_and_refuses_a_model_without_the_output(pc_model, t
 
     from click.testing import CliRunner
 
-    from fkp_live.cli import run as cli
+    from fkp_live.commands.run import run as cli
 
     def invoke(*args):
         r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -199,9 +199,26 @@ def test_cli_writes_c_columns_and_refuses_a_model_without_the_output(pc_model, t
 
 def test_csv_rows_without_a_face_keep_the_columns(tmp_path):
     from fkp_live.frame import Frame
-    from fkp_live.io.sinks import CsvSink
+    from fkp_live.io.text import CsvSink
 
     with CsvSink(tmp_path / "e.csv", 68, analysis=["eyes"], point_confidence=True) as sink:
         sink.write(Frame(0, 0.0, np.zeros((8, 8, 3), np.uint8)), [])
     head, row = (tmp_path / "e.csv").read_text().splitlines()
     assert len(row.split(",")) == len(head.split(",")) == 5 + 3 * 68 + 3  # ear_l, ear_r, blink
+
+
+@needs_shipped_model
+def test_many_videos_carry_the_c_columns(pc_model, tmp_path):
+    from click.testing import CliRunner
+
+    from fkp_live.commands.run import run as cli
+    from fkp_live.io.sources import DemoSource
+    from runtime_helpers import write_video
+
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "a.mp4", [f.image for f in DemoSource(frames=6)])
+    r = CliRunner().invoke(cli, ["--videos", str(tmp_path / "in"), "--out-dir", str(tmp_path / "out"),
+                                 "--model", str(pc_model), "--point-confidence"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    head, *rows = (tmp_path / "out" / "a.csv").read_text().splitlines()
+    assert head.split(",")[-68:] == [f"c_{i}" for i in range(68)] and len(rows) == 6

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fkp_live.cli import run
+from fkp_live.commands.run import run
 from fkp_live.io.sources import DemoSource
 from runtime_helpers import write_video
 
@@ -314,7 +314,7 @@ def test_runtime_never_imports_torch_onnx_or_train():
 
     from conftest import ROOT
 
-    code = ("import sys, fkp_live, fkp_live.cli, fkp_live.track.tracker, fkp_live.bench, fkp_live.io.sinks, fkp_live.render.draw; "
+    code = ("import sys, fkp_live, fkp_live.cli, fkp_live.commands.run, fkp_live.track.tracker, fkp_live.commands.bench, fkp_live.commands.morph, fkp_live.settings, fkp_live.single, fkp_live.io.sinks, fkp_live.io.mp4, fkp_live.io.text, fkp_live.io.crops, fkp_live.io.window, fkp_live.render.draw; "
             "from fkp_live import Tracker; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'train', 'onnx')]; "
             "print(bad); sys.exit(1 if bad else 0)")

@@ -94,7 +94,7 @@ def test_smoothing_with_the_real_model_still_and_moving():
     frames.
     Before the smoother measured the noise all points share, its motion gate opened on a third
     of the still frames (3.2-3.3x, with rare 0.4 px steps of the smoothed points)."""
-    from fkp_live.bench import _demo_smoothing
+    from fkp_live.commands.bench import _demo_smoothing
 
     r = _demo_smoothing(None, "cpu", 1, "auto", frames=600)
     raw, smoothed = r["still_jitter"]

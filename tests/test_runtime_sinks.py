@@ -15,7 +15,10 @@ import pytest
 
 from fkp_live.track.tracker import Face
 from fkp_live.crop import Crop
-from fkp_live.io.sinks import CsvSink, JsonlSink, Mp4Sink, SinkError, partial_path
+from fkp_live.io.mp4 import Mp4Sink
+from fkp_live.io.outputs import partial_path
+from fkp_live.io.sinks import SinkError
+from fkp_live.io.text import CsvSink, JsonlSink
 from fkp_live.frame import Frame
 from fkp_live.io.sources import VideoSource
 from conftest import ROOT, VIDEOS, needs_data

@@ -262,7 +262,8 @@ def test_lazy_frames_make_the_same_picture_only_when_asked(tmp_path):
     exactly the picture an eager source gives; the run engine turns it on only when no output
     reads pixels."""
     from fkp_live.engine import run
-    from fkp_live.io.sinks import CropSink, CsvSink
+    from fkp_live.io.crops import CropSink
+    from fkp_live.io.text import CsvSink
     from fkp_live.schemas import IBUG68
     from fkp_live.track.tracker import Tracker
     from runtime_helpers import demo_frames
@@ -291,7 +292,7 @@ def test_lazy_frames_make_the_same_picture_only_when_asked(tmp_path):
 def test_the_csv_does_not_depend_on_the_other_outputs(tmp_path):
     """A CSV-only run (lazy pictures, grey crops from the Y plane) and a run that also writes the
     MP4 (every frame converted) give the same rows."""
-    from fkp_live.cli import run as cli
+    from fkp_live.commands.run import run as cli
     from click.testing import CliRunner
     from runtime_helpers import demo_frames
 

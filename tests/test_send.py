@@ -183,7 +183,7 @@ def test_udp_to_a_port_nobody_listens_on_drops_and_goes_on(tracker):
 def test_websocket_clients_get_the_jsonl_fields_and_the_page_is_served(tracker, tmp_path):
     from websockets.sync.client import connect
 
-    from fkp_live.io.sinks import JsonlSink
+    from fkp_live.io.text import JsonlSink
 
     ws = make_sender("ws://127.0.0.1:0")
     try:
@@ -380,7 +380,7 @@ def test_page_in_headless_chromium_draws_the_points(tracker, tmp_path):
 def invoke(*args):
     from click.testing import CliRunner
 
-    from fkp_live.cli import run as cli
+    from fkp_live.commands.run import run as cli
 
     res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return res.exit_code, res.output

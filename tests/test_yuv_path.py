@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fkp_live.engine import run
-from fkp_live.io.sinks import CsvSink, Mp4Sink
+from fkp_live.io.mp4 import Mp4Sink
+from fkp_live.io.text import CsvSink
 from fkp_live.io.sources import VideoSource
 from fkp_live.render.draw import LAYERS, Overlay, _Bgr, _I420, draw, draw_i420, yuv_of
 from fkp_live.schemas import IBUG68

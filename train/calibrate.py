@@ -73,6 +73,7 @@ def measure(data, task_name: str = "ibug68", crop_scale: float | None = None, sp
 
 
 def save(calibration: dict, out) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(calibration, indent=2) + "\n")
 
 

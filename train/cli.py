@@ -105,6 +105,9 @@ def fit_options(f):
         click.option("--stop-after", type=int, help="Run at most N epochs now; continue later with --resume."),
         click.option("--init", type=click.Path(exists=True), help="Start from this checkpoint's weights (fine-tune)."),
         click.option("--skip-bad", is_flag=True, help="Skip bad files (and report them) instead of stopping."),
+        click.option("--oversample", type=click.IntRange(1), default=1, show_default=True,
+                     help="Show each rare 68-point training face (the tenth with the widest-open mouth or the "
+                          "most turned head) N times per epoch."),
         click.option("--limit", type=int, help="Use only the first N training samples."),
         click.option("--threads", type=int, help="Torch CPU threads."),
         click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers."),
@@ -119,7 +122,7 @@ def fit_options(f):
 @fit_options
 def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, loss, optimizer,
                 schedule, crop_scale, heatmap_weight, augment, net_args, patience, seed, resume, stop_after, init,
-                skip_bad, limit, threads, workers, device):
+                skip_bad, oversample, limit, threads, workers, device):
     """Train a model. Also runs under `torchrun --nproc_per_node=N -m train.ddp ...` (DDP).
 
     Writes OUT/last.pt every epoch and OUT/best.pt when the validation metric improves (both
@@ -132,7 +135,7 @@ def fit_command(task, data, out, extra, epochs, batch, lr, net, size, channels, 
                            crop_scale=crop_scale, heatmap_weight=heatmap_weight, augment=augment,
                            net_args=net_args)
     cfg = FitConfig(task=t, data=data, out=out, extra=list(extra), seed=seed, patience=patience,
-                    resume=resume, stop_after=stop_after, init=init, skip_bad=skip_bad, limit=limit, threads=threads, workers=workers,
+                    resume=resume, stop_after=stop_after, init=init, skip_bad=skip_bad, oversample=oversample, limit=limit, threads=threads, workers=workers,
                     device=device)
     with _user_errors(skip_bad_option=True):
         summary = fit(cfg)
@@ -313,6 +316,73 @@ def pseudo_label_command(model, data, out):
     click.echo(json.dumps(r))
 
 
+@main.command("teacher-fit", context_settings=CONTEXT)
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True,
+              help="A 300-W folder: the teacher is fitted on its train split and measured on val.")
+@click.option("--model", default="accurate", show_default=True,
+              help="The net member and anchor: a shipped model's name or an exported .onnx.")
+@click.option("--dlib-model", type=click.Path(exists=True, dir_okay=False),
+              help="dlib's shape_predictor_68_face_landmarks.dat (default: face_recognition_models').")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The teacher (.npz); a .json report beside it.")
+@click.option("--limit", type=click.IntRange(1), help="Use at most N faces of each split.")
+def teacher_fit_command(data, model, dlib_model, out, limit):
+    """Fit the teacher: the net, dlib's 68-point predictor and MediaPipe Face Mesh (468 points
+    regressed to the 68), combined with per-point weights, all fitted on the train split; each
+    member and the ensemble are measured on val, end to end from the detector."""
+    from .teacher import fit_teacher
+
+    with _user_errors():
+        t, report = fit_teacher(data, model, dlib_model, echo=lambda m: click.echo(m, err=True), limit=limit)
+        report["file"] = str(Path(out).resolve())
+        report["command"] = shlex.join(["fkp-train", "teacher-fit"] + sys.argv[2:])
+        t.info = report
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        t.save(out)
+        Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    click.echo(json.dumps({k: report[k]["ensemble"] if isinstance(report.get(k), dict) and "ensemble" in report[k]
+                           else report[k] for k in report}))
+
+
+@main.command("teacher-label", context_settings=CONTEXT)
+@click.argument("teacher", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", type=click.Path(exists=True, file_okay=False), required=True,
+              help="A folder of face images (any .pts beside them only places a face the detector misses).")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the teacher's .pts and links to the images: pass it to fit --extra.")
+@click.option("--model", default="accurate", show_default=True, help="The teacher's net member (as fitted).")
+@click.option("--dlib-model", type=click.Path(exists=True, dir_okay=False), help="As for teacher-fit.")
+@click.option("--max-disagreement", default=0.15, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Leave out faces where the net and the teacher differ by more (mean, in inter-ocular distances).")
+def teacher_label_command(teacher, images, out, model, dlib_model, max_disagreement):
+    """Label a folder of faces with a fitted TEACHER (from teacher-fit)."""
+    from .teacher import Teacher, label_folder
+
+    with _user_errors():
+        t = Teacher.load(teacher)
+        cmd = shlex.join(["fkp-train", "teacher-label"] + sys.argv[2:])
+        if t.info.get("command"):  # a student's card names the whole chain, the teacher's fit first
+            cmd = f"{t.info['command']} && {cmd}"
+        r = label_folder(t, model, images, out, dlib_model, echo=lambda m: click.echo(m, err=True),
+                         max_disagreement=max_disagreement, command=cmd)
+    click.echo(json.dumps(r))
+
+
+@main.command("import-onnx", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The checkpoint (.pt).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="Training faces of the model's task, to set the BatchNorm statistics from (recommended).")
+def import_onnx_command(model, out, data):
+    """Read an exported model (.onnx with its card) back into a training checkpoint, e.g. to
+    fine-tune a shipped model with `fkp-train fit --init OUT`."""
+    from .from_onnx import checkpoint_from_onnx
+
+    with _user_errors():
+        cmd = shlex.join(["fkp-train", "import-onnx"] + sys.argv[2:])
+        r = checkpoint_from_onnx(model, out, data=data, echo=lambda m: None, command=cmd)
+    click.echo(json.dumps(r))
+
+
 @main.command("plot", context_settings=CONTEXT)
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", type=click.Path(exists=True), help="Also plot predictions, CED and per-point errors.")
@@ -393,9 +463,14 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
 def bench_command(models, runs, threads):
     """Latency per face of shipped models (or .onnx paths) at batch 1 and 4, on every available
     execution provider, median of many runs after warm-up; and the metrics in each card."""
+    from fkp_live.card import ModelError
+
     from .bench import bench
 
-    bench(models, runs, threads, echo=click.echo)
+    try:
+        bench(models, runs, threads, echo=click.echo)
+    except ModelError as e:
+        raise Fail(str(e)) from None
 
 
 @main.command("convert", context_settings=CONTEXT)

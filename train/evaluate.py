@@ -1,5 +1,5 @@
-"""Measuring models: a model's predictions and metrics over a dataset, a checkpoint's evaluation
-(`fkp-train eval`), the seeds' two-model combination, and prediction plots."""
+"""Measuring models: metrics over a dataset, a checkpoint's evaluation (`fkp-train eval`, with
+its plots), the seeds' two-model combination, and the mirror offset of a model's points."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,35 +7,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from . import echo as _echo
 from . import metrics
-from .datasets import KeypointDataset, to_frame
-
-
-@torch.no_grad()
-def predict_dataset(model, ds: KeypointDataset, batch: int = 64, device="cpu", loss_fn=None):
-    """Run a model over a dataset: (pred px, truth px, mask, presence prob), in image pixels.
-
-    With `loss_fn`, the same pass also gives the mean loss per sample (a fifth value).
-    """
-    model.eval()
-    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=0)
-    preds, confs, mats, loss = [], [], [], 0.0
-    for b in loader:
-        p, c = model(b["image"].to(device))
-        if loss_fn is not None:
-            loss += float(loss_fn(p, b["points"].to(device), b["mask"].to(device))) * len(p)
-        preds.append(p.float().cpu().numpy())
-        confs.append(torch.sigmoid(c).float().cpu().numpy())
-        mats.append(b["matrix"].numpy())
-    pred = to_frame(np.concatenate(preds), np.concatenate(mats), ds.task.size)
-    truth = np.stack([np.nan_to_num(s.points) for s in ds.samples]).astype(np.float32)
-    mask = np.stack([s.mask for s in ds.samples])
-    out = (pred, truth, mask, np.concatenate(confs))
-    return out + (loss / max(len(ds), 1),) if loss_fn is not None else out
+from .datasets import KeypointDataset
+from .inference import predict_dataset
 
 
 def evaluate(model, ds: KeypointDataset, device="cpu", loss_fn=None) -> dict:
@@ -105,24 +81,6 @@ def mirror_offset_of(model, task, samples) -> dict:
     return out
 
 
-def prediction_plots(samples, pred, truth, mask, schema, out: Path, title: str) -> list[str]:
-    """Best and worst predictions, and for schemes with eyes the CED and per-point errors."""
-    from . import plots as pl
-
-    out.mkdir(parents=True, exist_ok=True)
-    made = []
-    if schema.ocular is not None:
-        nme = metrics.nme_per_sample(pred, truth, mask, schema)
-        scores, fmt = nme * 100, "NME {:.2f}%"
-        made.append(pl.ced_curves({title: nme}, out / "ced.png"))
-        made.append(pl.per_point_bars(metrics.per_point_error(pred, truth, mask), schema, out / "per_point.png"))
-    else:
-        scores, fmt = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1), "{:.1f} px"
-    made.append(pl.prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
-                                   out / "predictions.png", title=title, score_fmt=fmt))
-    return made
-
-
 def evaluate_checkpoint(checkpoint, data, split: str = "val", skip_bad: bool = False,
                         two_model=None, plots=None, echo=_echo) -> dict:
     """NME (inter-ocular, inter-pupil), RMSE, MAE, AUC@0.08, FR@0.08 of a checkpoint on a split.
@@ -159,6 +117,8 @@ def evaluate_checkpoint(checkpoint, data, split: str = "val", skip_bad: bool = F
         res["mean_px_by_view"] = {str(v): round(float(err[views == v].mean()), 3) for v in sorted(set(views))}
     res = {"checkpoint": str(checkpoint), "two_model": two_model, "split": split, "task": task.name, **res}
     if plots:
+        from .plots import prediction_plots
+
         prediction_plots(samples, pred, truth, mask, schema, Path(plots), f"{task.name} on {split}")
         echo(f"plots in {plots}", err=True)
     return res

@@ -49,6 +49,7 @@ class FitConfig:
     progress: bool = True
     stop_after: int | None = None  # run at most this many epochs now (resume later with --resume)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning), fresh optimiser
+    oversample: int = 1  # rare faces (open mouth, turned head) seen this many times per epoch
 
 
 # --- distributed helpers ---------------------------------------------------------------------
@@ -179,6 +180,7 @@ def setup(cfg: FitConfig) -> Run:
               f"{len(train_ds)} training and {len(val_ds)} validation samples", file=sys.stderr)
         (out / "task.json").write_text(json.dumps({"task": task.to_dict(), "data": cfg.data,
                                                     "extra": cfg.extra, "seed": cfg.seed, "init": cfg.init,
+                                                    "oversample": cfg.oversample,
                                                     "argv": sys.argv}, indent=2))
     return run
 
@@ -189,6 +191,13 @@ def _datasets(cfg: FitConfig) -> tuple[KeypointDataset, KeypointDataset]:
     val_samples, rep2 = load_split(task, cfg.data, "val", cfg.skip_bad)
     if cfg.limit:
         train_samples = train_samples[: cfg.limit]
+    if cfg.oversample > 1:
+        from .oversample import oversampled
+
+        train_samples, n_rare = oversampled(train_samples, cfg.oversample)
+        if is_main():
+            print(f"{n_rare} faces with an open mouth or a turned head seen {cfg.oversample} times per epoch",
+                  file=sys.stderr)
     if cfg.val_limit:
         val_samples = val_samples[: cfg.val_limit]
     if is_main() and (rep or rep2):

@@ -1,6 +1,7 @@
-"""Training plots: loss curves, prediction grids, first-layer kernels, CED curves, per-point errors.
+"""Training plots: loss curves, prediction grids, first-layer kernels, CED curves, per-point errors,
+an evaluation's plots (`prediction_plots`) and a run folder's (`plot_run`).
 
-Every function draws with matplotlib's Agg backend (no display needed), writes one PNG, closes
+Every drawing function uses matplotlib's Agg backend (no display needed), writes one PNG, closes
 its figure and returns the PNG's path as a string. Inputs are plain numpy arrays (torch tensors
 are accepted where noted) so the plots can be made from a run's files without the training code.
 """
@@ -429,6 +430,22 @@ def per_point_bars(errors, schema: Schema, out_png, ylabel: str = "mean error (p
     return _save(fig, out_png)
 
 
+def prediction_plots(samples, pred, truth, mask, schema, out: Path, title: str) -> list[str]:
+    """Best and worst predictions, and for schemes with eyes the CED and per-point errors."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    if schema.ocular is not None:
+        nme = metrics.nme_per_sample(pred, truth, mask, schema)
+        scores, fmt = nme * 100, "NME {:.2f}%"
+        made.append(ced_curves({title: nme}, out / "ced.png"))
+        made.append(per_point_bars(metrics.per_point_error(pred, truth, mask), schema, out / "per_point.png"))
+    else:
+        scores, fmt = np.nanmean(metrics.point_errors(pred, truth, mask), axis=1), "{:.1f} px"
+    made.append(prediction_grid([s.image for s in samples], pred, truth, mask, scores, schema,
+                                out / "predictions.png", title=title, score_fmt=fmt))
+    return made
+
+
 def plot_run(run, data=None, split: str = "val", out=None) -> list[str]:
     """The plots of a run folder (`fkp-train plot`): loss curves from log.csv, best.pt's
     first-layer kernels and, with `data`, its best and worst predictions on `split`, the CED
@@ -439,7 +456,7 @@ def plot_run(run, data=None, split: str = "val", out=None) -> list[str]:
 
     from .checkpoint import CheckpointError, load_model
     from .datasets import KeypointDataset, load_split
-    from .evaluate import predict_dataset, prediction_plots
+    from .inference import predict_dataset
 
     run = Path(run)
     out = Path(out) if out else run / "plots"

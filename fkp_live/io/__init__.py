@@ -1,4 +1,6 @@
-"""Sources (frames in) and sinks (results out)."""
+"""Sources (frames in: `sources`) and sinks (results out: the interface in `sinks`, one module per
+output: `mp4`, `text`, `crops`, `window`, with the path rules in `outputs`). The classes are here
+too, imported on first use: `from fkp_live.io import CsvSink, VideoSource`."""
 
 # x264 presets offered by --mp4-preset, fastest first. "realtime" is ours: x264's ultrafast with
 # what buys compression cheaply put back (CABAC, the deblocking filter, 3 B-frames, half-pixel
@@ -28,3 +30,19 @@ class Closing:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_WHERE = {
+    "Sink": "sinks", "SinkError": "sinks", "Mp4Sink": "mp4", "CsvSink": "text", "JsonlSink": "text",
+    "CropSink": "crops", "WindowSink": "window", "check_output_path": "outputs", "partial_path": "outputs",
+    "Source": "sources", "SourceError": "sources", "VideoSource": "sources", "CameraSource": "sources",
+    "ImageFolderSource": "sources", "DemoSource": "sources", "open_source": "sources",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(name)

@@ -27,9 +27,8 @@ import numpy as np
 
 
 # Measured with the shipped models on the demo face over 600 frames (`_demo_smoothing` in
-# fkp_live.bench, session 8's models): a still face with camera-like pixel noise gets 10.1x less
-# jitter with `fast` and 11.3x with `accurate`; a moving one lags 0.05 and 0.15 frames. (Sessions 1-7: 3.2-6x,
-# when the gate still read the points' shared noise as motion.)
+# fkp_live.commands.bench): a still face with camera-like pixel noise gets 10.1x less jitter with
+# `fast` and 11.3x with `accurate`; a moving one lags 0.05 and 0.15 frames.
 DEFAULT_STRENGTH = 4.0
 
 

@@ -193,8 +193,22 @@ class Tracker:
         t2 = time.perf_counter()
         secs["crop"], secs["infer"] = t1 - t0, t2 - t1
 
+        kept = self._deduplicate(self._kept(tracks, crops, pts, conf, w, h, still, events, pc), events)
+        faces, smoothing = self._faces(kept, still, events)
+        self.tracks = [] if still else kept
+        # post: checks, ids, the next frame's crops and the boxes (everything after the model
+        # but the smoothing filters themselves)
+        secs["smooth"] = smoothing
+        secs["post"] = time.perf_counter() - t2 - smoothing
+        self._index += 1
+        return Tracked(faces, events, secs)
+
+    def _kept(self, tracks, crops, pts, conf, w: int, h: int, still: bool, events, pc=None) -> list[Track]:
+        """The tracks whose points pass the checks (`_reject`), given this frame's crop and points
+        (and the points' confidence `pc`, where read):
+        the tracked faces first (one that fails is lost: an event, and a detection next frame),
+        then new ones (id -1 until `_faces` gives them one)."""
         kept: list[Track] = []
-        smoothing = 0.0  # the filters' own time; the rest after the model is "post"
         for k, (crop, p, c) in enumerate(zip(crops, pts, conf)):
             c = float(c)
             why = self._reject(p, c, w, h)
@@ -212,8 +226,13 @@ class Tracker:
             tr.crop, tr.points, tr.confidence = crop, p, c
             tr.point_confidence = None if pc is None else pc[k]
             kept.append(tr)
-        kept = self._deduplicate(kept, events)
+        return kept
+
+    def _faces(self, kept: list[Track], still: bool, events) -> tuple[list[Face], float]:
+        """The kept tracks as Faces: new ones get an id, points are smoothed, and each track's next
+        crop is set from them. -> (faces, seconds spent in the smoothing filters)."""
         faces = []
+        smoothing = 0.0
         for tr in kept:
             if tr.id < 0:
                 tr.id = self.ids.take()
@@ -234,13 +253,7 @@ class Tracker:
             (x0, y0), (x1, y1) = s.min(axis=0).tolist(), s.max(axis=0).tolist()
             faces.append(Face(tr.id, (x0, y0, x1, y1), tr.points, s, tr.confidence, seen_in,
                               tr.point_confidence))
-        self.tracks = [] if still else kept
-        # post: checks, ids, the next frame's crops and the boxes (everything after the model
-        # but the smoothing filters themselves)
-        secs["smooth"] = smoothing
-        secs["post"] = time.perf_counter() - t2 - smoothing
-        self._index += 1
-        return Tracked(faces, events, secs)
+        return faces, smoothing
 
     # ------------------------------------------------------------------------------------------
     def read_ahead(self, frame: Frame, still: bool = False) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""`fkp-live bench` / `python -m fkp_live.bench`: speed, memory and smoothing figures.
+"""`fkp-live bench` / `python -m fkp_live.commands.bench`: speed, memory and smoothing figures.
 
 Prints, in one run on one machine: our fps on a clip (no window, no MP4) next to MediaPipe's legacy
 FaceMesh on the same frames; fps with MP4 + CSV written; ms per stage; resident memory after 100
@@ -41,7 +41,7 @@ class _Loop:
         self.frames, self.length, self.fps, self.name = frames, n, fps, "loop"
 
     def __iter__(self):
-        from .frame import Frame
+        from ..frame import Frame
 
         for i in range(self.length):
             f = self.frames[i % len(self.frames)]
@@ -54,18 +54,23 @@ class _Loop:
         pass
 
 
-def _tracker(model, device, threads, detector, smooth=None):
-    from .track.smooth import DEFAULT_STRENGTH
-    from .track.tracker import Tracker
+def _settings(model, device, threads, detector, smooth=None, **more):
+    """The bench's runs as RunSettings (smooth None: the default strength)."""
+    from ..settings import RunSettings
 
-    return Tracker(model=model, device=device, threads=threads, detector=detector,
-                   smooth=DEFAULT_STRENGTH if smooth is None else smooth)
+    if smooth is not None:
+        more["smooth"] = smooth
+    return RunSettings(model=model, device=device, threads=threads, detector=detector, **more)
+
+
+def _tracker(model, device, threads, detector, smooth=None):
+    return _settings(model, device, threads, detector, smooth).build_tracker()
 
 
 def _facemesh_fps(frames) -> float:
     import cv2
 
-    from .track.detect import mediapipe_solution, quiet_stderr
+    from ..track.detect import mediapipe_solution, quiet_stderr
 
     with quiet_stderr():
         mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
@@ -80,7 +85,7 @@ def _facemesh_fps(frames) -> float:
 
 def _ours_fps(tracker, frames):
     """Frames in memory through the tracker: (fps, ms per stage)."""
-    from .engine import run
+    from ..engine import run
 
     tracker(frames[0])  # warm-up (first detection, ORT allocations)
     tracker.reset()
@@ -112,23 +117,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
           dlib_model, face_counts):
     """Measure fkp-live on VIDEO (or the built-in demo): fps vs MediaPipe FaceMesh, fps with
     outputs, stage times, memory, smoothing."""
-    from .engine import run
-    from .io.sinks import CsvSink, Mp4Sink
-    from .io.sources import DemoSource, VideoSource
-    from .render.draw import DEFAULT_LAYERS, Overlay
-    from .track.smooth import jitter, lag, smooth_track, synthetic_track
-
     if clip and video and clip != video:
         raise click.UsageError("give the clip once: VIDEO or --video")
     if face_counts is not None:
-        try:
-            counts = [int(x) for x in face_counts.split(",") if x.strip()]
-        except ValueError:
-            counts = []
-        if not counts or min(counts) < 1:
-            raise click.BadParameter(f"{face_counts!r}: give face counts as whole numbers >= 1, e.g. 1,5,20",
-                                     param_hint="--faces")
-        _many_faces(counts, model, device, threads)
+        _many_faces(_face_counts(face_counts), model, device, threads)
         return
     clip = Path(clip or video) if (clip or video) else None
     if clip is not None and not clip.exists():
@@ -139,21 +131,45 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         raise click.UsageError("the whole-process side-by-side needs a VIDEO")
     if processes_only:
         return
-    if clip is not None:
-        with VideoSource(clip) as src:
-            frames = list(src)
-            fps_src = src.fps or 30.0
-        name = clip.name
-    else:
-        frames = list(DemoSource(frames=300))
-        fps_src, name = 30.0, "demo (300 frames)"
+    frames, fps_src, name = _clip_frames(clip)
     h, w = frames[0].image.shape[:2]
     click.echo(f"clip: {name}, {len(frames)} frames, {w}x{h}; CPU cores: {os.cpu_count()}")
 
     tracker = _tracker(model, device, threads, detector)
     click.echo(f"model: {tracker.landmarker.onnx_path} on {tracker.device} "
                f"({tracker.landmarker.session.get_providers()[0]}), detector {tracker.detector_name}")
+    _in_memory(tracker, frames, repeat)
+    _from_the_file(clip, model, device, threads, detector)
+    _memory(frames, long_frames, fps_src, model, device, threads, detector)
+    _smoothing(tracker, frames, name, model, device, threads, detector)
 
+
+def _face_counts(text: str) -> list[int]:
+    """--faces 1,5,20 -> [1, 5, 20]."""
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"{text!r}: give face counts as whole numbers >= 1, e.g. 1,5,20",
+                                 param_hint="--faces")
+    return counts
+
+
+def _clip_frames(clip: Path | None):
+    """The clip's frames in memory (the demo's 300 without one), its frame rate and its name."""
+    from ..io.sources import DemoSource, VideoSource
+
+    if clip is not None:
+        with VideoSource(clip) as src:
+            frames = list(src)
+            fps_src = src.fps or 30.0
+        return frames, fps_src, clip.name
+    return list(DemoSource(frames=300)), 30.0, "demo (300 frames)"
+
+
+def _in_memory(tracker, frames, repeat: int) -> None:
+    """fps on frames in memory, ours and FaceMesh's, alternating; best of `repeat`."""
     ours, mesh = [], []
     for _ in range(max(1, repeat)):  # alternate, so a busy neighbour process hurts both alike
         fps, stages = _ours_fps(tracker, frames)
@@ -164,24 +180,35 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
     click.echo(f"MediaPipe FaceMesh legacy   {max(mesh):8.1f} fps   (runs: {', '.join(f'{x:.0f}' for x in mesh)})")
     click.echo("ms per frame: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
 
-    # end to end from the file: decode + track, then decode + track + draw + MP4 + CSV
+
+def _from_the_file(clip: Path | None, model, device, threads, detector) -> None:
+    """End to end from the file: decode + track, then decode + track + draw + MP4 + CSV."""
+    from ..engine import run
+    from ..io.sources import DemoSource, VideoSource
+
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for label, outputs in (("decode + track, no outputs", False), ("decode + track + MP4 + CSV", True)):
-            tr = _tracker(model, device, threads, detector)
+            files = dict(output=str(Path(tmp) / "o.mp4"), csv=str(Path(tmp) / "o.csv")) if outputs else {}
+            settings = _settings(model, device, threads, detector, display=False, **files)
+            tr = settings.build_tracker()
             src = VideoSource(clip) if clip is not None else DemoSource(frames=300)
             with contextlib.ExitStack() as st:
                 st.enter_context(src)
-                sinks = [st.enter_context(Mp4Sink(Path(tmp) / "o.mp4", fps=fps_src, audio_from=getattr(src, "path", None))),
-                         st.enter_context(CsvSink(Path(tmp) / "o.csv", tr.schema.n))] if outputs else []
-                # drawn as the CLI draws: on the frame's own picture (its I420 where the video has it)
-                res = run(src, tr, sinks, overlay=Overlay(tr.schema, DEFAULT_LAYERS, copy=False))
+                sinks = settings.open_sinks(st, src, tr.schema)
+                # drawn as the command line draws: on the frame's own picture (its I420 where the
+                # video has it)
+                res = run(src, tr, sinks, overlay=settings.overlay(tr, sinks))
             runs[label] = (res.fps, res.ms_per_frame())
         click.echo("\n== fps from the file")
         for label, (fps, ms) in runs.items():
             click.echo(f"{label:<28}{fps:8.1f} fps;  ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
 
-    # memory over a long stream (the clip looped)
+
+def _memory(frames, long_frames: int, fps_src: float, model, device, threads, detector) -> None:
+    """Resident memory after 100 frames and after `long_frames` of the clip looped."""
+    from ..engine import run
+
     tr = _tracker(model, device, threads, detector)
     marks = {}
 
@@ -196,8 +223,10 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         click.echo(f"RSS after 100 frames {a[0]:.1f} MiB (peak {a[1]:.1f}); after {long_frames}: {b[0]:.1f} MiB "
                    f"(peak {b[1]:.1f}); growth {b[0] - a[0]:+.1f} MiB")
 
-    # smoothing: synthetic tracks with known truth, then the model on the clip
-    from .track.smooth import DEFAULT_STRENGTH
+
+def _smoothing(tracker, frames, name: str, model, device, threads, detector) -> None:
+    """Smoothing: synthetic tracks with known truth, then the model on the clip and on the demo."""
+    from ..track.smooth import DEFAULT_STRENGTH, jitter, lag, smooth_track, synthetic_track
 
     click.echo(f"\n== smoothing (strength {DEFAULT_STRENGTH:g}, the default; jitter = mean frame-to-frame "
                "movement / inter-ocular distance)")
@@ -212,39 +241,48 @@ def bench(clip, video, model, device, threads, detector, long_frames, repeat, pa
         click.echo(f"synthetic, noise {noise:.0%} IOD: still jitter {jitter(noisy[30:], iod):.4f} -> "
                    f"{jitter(out[30:], iod):.4f} ({r:.1f}x lower); lag on moving face "
                    f"{lags[0]:.2f} frames (demo speed), {lags[1]:.2f} (4x speed)")
-    if tracker.schema.ocular is not None:
-        raw_tr = _tracker(model, device, threads, detector, smooth=0.0)
-        raw, sm = [], []
-        tracker.reset()
-        for f in frames:
-            a_ = raw_tr(f)
-            b_ = tracker(f)
-            if len(a_) != 1 or len(b_) != 1:
-                continue
-            raw.append(a_[0].raw)
-            sm.append(b_[0].smoothed)
-        if len(raw) > 30:
-            raw, sm = np.array(raw), np.array(sm)
-            e = tracker.schema.ocular_points(raw)
-            iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
-            if jitter(raw, iod) < 1e-6:
-                click.echo(f"model on {name}: its points do not move at all (a stand-in model?); no figures")
-                return
-            click.echo(f"model on {name}: jitter raw {jitter(raw, iod):.4f}, smoothed {jitter(sm, iod):.4f} "
-                       f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
-                       f"points by {lag(sm, raw):.2f} frames")
-        _demo_smoothing(model, device, threads, detector)
+    if tracker.schema.ocular is None:
+        return
+    if not _model_jitter(tracker, frames, name, model, device, threads, detector):
+        return
+    _demo_smoothing(model, device, threads, detector)
+
+
+def _model_jitter(tracker, frames, name: str, model, device, threads, detector) -> bool:
+    """The model's jitter on the clip, raw and smoothed; False for a model whose points never move."""
+    from ..track.smooth import jitter, lag
+
+    raw_tr = _tracker(model, device, threads, detector, smooth=0.0)
+    raw, sm = [], []
+    tracker.reset()
+    for f in frames:
+        a_ = raw_tr(f)
+        b_ = tracker(f)
+        if len(a_) != 1 or len(b_) != 1:
+            continue
+        raw.append(a_[0].raw)
+        sm.append(b_[0].smoothed)
+    if len(raw) > 30:
+        raw, sm = np.array(raw), np.array(sm)
+        e = tracker.schema.ocular_points(raw)
+        iod = np.linalg.norm(e[:, 1] - e[:, 0], axis=-1)
+        if jitter(raw, iod) < 1e-6:
+            click.echo(f"model on {name}: its points do not move at all (a stand-in model?); no figures")
+            return False
+        click.echo(f"model on {name}: jitter raw {jitter(raw, iod):.4f}, smoothed {jitter(sm, iod):.4f} "
+                   f"({jitter(raw, iod) / max(jitter(sm, iod), 1e-9):.1f}x lower); smoothed lags the raw "
+                   f"points by {lag(sm, raw):.2f} frames")
+    return True
 
 
 # ------------------------------------------------------------------------ many faces
 def _many_faces(counts: list[int], model, device, threads, frames: int = 90, size=(1280, 720)) -> None:
     """Per-frame cost once the faces are tracked, on the built-in demo's crowd (copies of the
     portrait's head on a 1280x720 grid, each moving), and the faces each detector finds."""
-    from .crop import crop_from_points
-    from .io.sources import DemoSource
-    from .track.detect import make_detector
-    from .track.smooth import DEFAULT_STRENGTH, KeypointSmoother
-    from .track.tracker import Tracker
+    from ..crop import crop_from_points
+    from ..io.sources import DemoSource
+    from ..track.detect import make_detector
+    from ..track.smooth import DEFAULT_STRENGTH, KeypointSmoother
 
     click.echo(f"== many faces at {size[0]}x{size[1]} (demo crowd, {frames} frames; Haar detector, "
                f"re-detection every 30 frames only while a face is missing); CPU cores: {os.cpu_count()}")
@@ -255,7 +293,7 @@ def _many_faces(counts: list[int], model, device, threads, frames: int = 90, siz
             det = make_detector(name)
             found[name] = len(det(clip[0].image))
             getattr(det, "close", lambda: None)()
-        tr = Tracker(model=model, device=device, threads=threads, detector="haar", max_faces=k)
+        tr = _settings(model, device, threads, "haar", max_faces=k).build_tracker()
         tr(clip[0])  # detection, allocations
         per, parts = [], {"crop": [], "back-projection": [], "smoother": []}
         grey = []
@@ -304,7 +342,7 @@ def facemesh_process(path: str) -> int:
     """What a MediaPipe user runs: legacy FaceMesh in tracking mode over cv2.VideoCapture frames."""
     import cv2
 
-    from .track.detect import mediapipe_solution
+    from ..track.detect import mediapipe_solution
 
     cap = cv2.VideoCapture(path)
     mesh = mediapipe_solution("face_mesh").FaceMesh(static_image_mode=False, max_num_faces=1)
@@ -359,7 +397,7 @@ def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
     import statistics
     import sys
 
-    from .io.sources import VideoSource
+    from ..io.sources import VideoSource
 
     with VideoSource(clip) as src:
         frames = sum(1 for _ in src)
@@ -368,13 +406,13 @@ def _processes(clip: Path, pairs: int, model, json_out, dlib_model) -> dict:
         cmds = {
             "fkp-live": [py, "-m", "fkp_live.cli", "--video", str(clip), "--no-display", "--csv",
                          str(Path(tmp) / "o.csv")] + (["--model", model] if model else []),
-            "MediaPipe FaceMesh": [py, "-c", f"from fkp_live.bench import facemesh_process; "
+            "MediaPipe FaceMesh": [py, "-c", f"from fkp_live.commands.bench import facemesh_process; "
                                              f"facemesh_process({str(clip)!r})"],
         }
         if dlib_model:
             try:
                 import dlib  # noqa: F401
-                cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.bench import dlib_process; "
+                cmds["dlib 68 + HOG"] = [py, "-c", f"from fkp_live.commands.bench import dlib_process; "
                                                    f"dlib_process({str(clip)!r}, {dlib_model!r})"]
             except ImportError:
                 click.echo("dlib is not installed (pip install dlib-bin): left out of the side-by-side")
@@ -421,8 +459,8 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
     every point is its mean position in the portrait's own frame pushed through that frame's
     transform, so lag is measured against where the face really is.
     """
-    from .track.smooth import jitter, lag
-    from .io.sources import DemoSource, Motion
+    from ..track.smooth import jitter, lag
+    from ..io.sources import DemoSource, Motion
 
     rng = np.random.default_rng(0)
     result = {}
@@ -472,4 +510,4 @@ def _demo_smoothing(model, device, threads, detector, frames: int = 240, noise: 
 
 
 if __name__ == "__main__":
-    bench.main(prog_name="python -m fkp_live.bench", auto_envvar_prefix="FKP_LIVE_BENCH")
+    bench.main(prog_name="python -m fkp_live.commands.bench", auto_envvar_prefix="FKP_LIVE_BENCH")

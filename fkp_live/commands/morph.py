@@ -1,7 +1,7 @@
 """`fkp-live morph` and `fkp-live average`: face morphs, caricatures and mean faces from pictures.
 
 The commands are click commands (`morph`, `average`); `main(argv)` dispatches between them, so
-`python -m fkp_live.morph_cli morph A.jpg B.jpg -o ab.mp4` works on its own. Exit status: 0 done,
+`python -m fkp_live.commands.morph morph A.jpg B.jpg -o ab.mp4` works on its own. Exit status: 0 done,
 1 failed while running, 2 bad usage or input (the message names the file or option).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .command import FkpCommand
-from .command import fail as _fail
+from .common import FkpCommand
+from .common import fail as _fail
 
 log = logging.getLogger("fkp_live")
 
@@ -60,7 +60,7 @@ class MorphInputError(click.ClickException):
 
 
 class MorphCommand(FkpCommand):
-    """fkp-live's conventions (fkp_live.command); bad input found while working stands alone."""
+    """fkp-live's conventions (fkp_live.commands.common); bad input found while working stands alone."""
 
     plain_errors = (MorphInputError,)
 
@@ -76,12 +76,12 @@ def _setup_logging(verbose: int) -> None:
 
 def _guard(body, verbose: int):
     """Run a command body: our errors -> one line and exit status 2, anything else -> 1."""
-    from .card import ModelError
-    from .io.sinks import SinkError
-    from .io.sources import SourceError
-    from .render.morph import MorphError
-    from .track.detect import DetectorError
-    from .track.landmarker import DeviceError
+    from ..card import ModelError
+    from ..io.sinks import SinkError
+    from ..io.sources import SourceError
+    from ..render.morph import MorphError
+    from ..track.detect import DetectorError
+    from ..track.landmarker import DeviceError
 
     try:
         return body()
@@ -111,16 +111,17 @@ def _model_options(f):
 
 
 def _tracker(model, device, verbose):
-    from .track.tracker import Tracker
+    """A tracker for still pictures: up to 16 faces, no smoothing."""
+    from ..settings import RunSettings
 
-    return Tracker(model=model, device=device, max_faces=16, smooth=0.0, quiet=not verbose)
+    return RunSettings(model=model, device=device, max_faces=16, smooth=0.0, quiet=not verbose).build_tracker()
 
 
 def _check_output(path: str, what: str, kinds: tuple[str, ...]) -> Path:
     """An output path: writable folder, a suffix of one of `kinds` ('video', 'gif', 'image')."""
     import cv2
 
-    from .io.sinks import check_output_path
+    from ..io.outputs import check_output_path
 
     p = check_output_path(path, what)
     suf = p.suffix.lower()
@@ -183,7 +184,7 @@ def write_gif(path: Path, images, fps: float, width: int | None = 320, what: str
 
 def _points_for(images, names, points, faces, tracker_factory):
     """The 68 points of each image: from --points (a file, or `auto`) or found by the tracker."""
-    from .render.morph import face_points, read_points
+    from ..render.morph import face_points, read_points
 
     tracker = None
     out = []
@@ -264,66 +265,19 @@ def morph(images, output, frames, fps, hold, gif, gif_width, midway, warp_frac, 
 
 
 def _morph(o: dict) -> int:
-    from .render.morph import Morph, Subject, caricature, load_image, load_mean
+    from ..render.morph import Morph, caricature
 
     images = list(o["images"])
     n = len(images)
-    out_kind = None
-    outs = []
-    if o["output"]:
-        kinds = ("image",) if n == 1 else ("video", "gif", "image")
-        out = _check_output(o["output"], "--output", kinds)
-        out_kind = {".mp4": "video", ".gif": "gif"}.get(out.suffix.lower(), "image")
-        outs.append(out)
-    gif = _check_output(o["gif"], "--gif", ("gif",)) if o["gif"] else None
-    midway = _check_output(o["midway"], "--midway", ("image",)) if o["midway"] else None
-    outs += [p for p in (gif, midway) if p]
-    if not outs:
-        raise click.UsageError("give an output: -o OUT.mp4|OUT.gif|OUT.png, --gif OUT.gif or --midway OUT.png")
-    resolved = [p.resolve() for p in outs]
-    if len(set(resolved)) < len(resolved):
-        raise click.UsageError("-o, --gif and --midway must be different files")
-    for img in images:
-        if Path(img).exists() and Path(img).resolve() in resolved:
-            raise click.UsageError(f"an output would overwrite the input {img}; choose another name")
+    outs, out_kind, gif, midway = _morph_outputs(o, images)
     if len(o["points"]) > n:
         raise click.BadParameter(f"{len(o['points'])} given for {n} image(s)", param_hint="--points")
     face_nos = _face_numbers(o["faces"])
     if len(face_nos) > n:
         raise click.BadParameter(f"{len(face_nos)} given for {n} image(s)", param_hint="--face")
     still = out_kind == "image"
-    fracs = o["warp_frac"] is not None or o["dissolve_frac"] is not None
-    mean = None
-    if n == 1:
-        if not o["mean_path"]:
-            raise click.UsageError("one image needs --mean MEAN.json (a caricature); give two or more images to morph")
-        if o["gif"] or o["midway"] or not o["output"]:
-            raise click.UsageError("one image with --mean makes one picture: give -o OUT.png (no --gif, --midway)")
-        if o["dissolve_frac"] is not None:
-            raise click.BadParameter("there is only one image's colour; use --warp-frac", param_hint="--dissolve-frac")
-        mean = load_mean(o["mean_path"])
-    else:
-        if o["mean_path"]:
-            raise click.BadParameter("a mean shape goes with one image (a caricature), not a morph",
-                                     param_hint="--mean")
-        if fracs and not still:
-            raise click.UsageError("--warp-frac and --dissolve-frac make one picture: give -o OUT.png")
-        if still and n != 2:
-            raise click.UsageError(f"one picture morphs two images, not {n}; give -o OUT.mp4 for a sequence")
-
-    pics = [load_image(p) for p in images]
-    tracker_factory = lambda: _tracker(o["model"], o["device"], o["verbose"])  # noqa: E731
-    pts = _points_for(pics, images, list(o["points"]), face_nos, tracker_factory)
-    for k, (p, img, name) in enumerate(zip(pts, pics, images)):
-        h, w = img.shape[:2]
-        if (p[:, 0] < -0.5 * w).any() or (p[:, 0] > 1.5 * w).any() or (p[:, 1] < -0.5 * h).any() \
-                or (p[:, 1] > 1.5 * h).any():
-            raise click.BadParameter(f"the points for {name} lie far outside its {w}x{h} pixels; "
-                                     "are they for another picture?", param_hint="--points")
-        if k and (w, h) != (pics[0].shape[1], pics[0].shape[0]):
-            log.info("%s is %dx%d; the morph is %dx%d (the first image's size)", name, w, h,
-                     pics[0].shape[1], pics[0].shape[0])
-    subjects = [Subject(img, p, name) for img, p, name in zip(pics, pts, images)]
+    mean = _mean_for(o, n, still)
+    subjects = _subjects(o, images, face_nos)
 
     if mean is not None:
         wf = 1.5 if o["warp_frac"] is None else o["warp_frac"]
@@ -349,33 +303,106 @@ def _morph(o: dict) -> int:
         _write_image(midway, m.image(0, 0.5, 0.5), "--midway")
         click.echo(f"fkp-live: wrote {midway}", err=True)
     if out_kind in ("video", "gif") or gif is not None:
-        fps = o["fps"]
-        hold = int(round(o["hold"] * fps))
-        total = (n - 1) * o["frames"] + 1 + n * hold
-        seq = m.frames(o["frames"], hold)
-        keep_for_gif = []
-        gif_paths = [(p, w) for p, w in ((outs[0] if out_kind == "gif" else None, "--output"), (gif, "--gif"))
-                     if p is not None]
-        if out_kind == "video":
-            from tqdm import tqdm
-
-            from .io.sinks import Mp4Sink
-
-            with Mp4Sink(outs[0], fps=fps, what="--output") as sink, \
-                    tqdm(total=total, unit="frame", disable=None, leave=False, desc="morph") as bar:
-                for i, img in enumerate(seq):
-                    sink.write_image(img, i / fps)
-                    if gif_paths:
-                        keep_for_gif.append(_small(img, o["gif_width"]))
-                    bar.update(1)
-                written = sink.frames
-            click.echo(f"fkp-live: wrote {outs[0]} ({written} frames, {written / fps:.1f} s at {fps:g} fps)", err=True)
-        else:
-            keep_for_gif = [_small(img, o["gif_width"]) for img in seq]
-        for gif_path, what in gif_paths:
-            size = write_gif(gif_path, keep_for_gif, fps, o["gif_width"], what)
-            click.echo(f"fkp-live: wrote {gif_path} ({len(keep_for_gif)} frames, {size / 1024:.0f} KiB)", err=True)
+        _write_sequence(o, m, n, outs[0] if out_kind in ("video", "gif") else None, out_kind, gif)
     return 0
+
+
+def _morph_outputs(o: dict, images: list):
+    """-o, --gif and --midway checked (writable, the right kind, different files, no input
+    overwritten) -> (the outputs, the kind of -o, the GIF, the midway picture)."""
+    n = len(images)
+    out_kind = None
+    outs = []
+    if o["output"]:
+        kinds = ("image",) if n == 1 else ("video", "gif", "image")
+        out = _check_output(o["output"], "--output", kinds)
+        out_kind = {".mp4": "video", ".gif": "gif"}.get(out.suffix.lower(), "image")
+        outs.append(out)
+    gif = _check_output(o["gif"], "--gif", ("gif",)) if o["gif"] else None
+    midway = _check_output(o["midway"], "--midway", ("image",)) if o["midway"] else None
+    outs += [p for p in (gif, midway) if p]
+    if not outs:
+        raise click.UsageError("give an output: -o OUT.mp4|OUT.gif|OUT.png, --gif OUT.gif or --midway OUT.png")
+    resolved = [p.resolve() for p in outs]
+    if len(set(resolved)) < len(resolved):
+        raise click.UsageError("-o, --gif and --midway must be different files")
+    for img in images:
+        if Path(img).exists() and Path(img).resolve() in resolved:
+            raise click.UsageError(f"an output would overwrite the input {img}; choose another name")
+    return outs, out_kind, gif, midway
+
+
+def _mean_for(o: dict, n: int, still: bool):
+    """The mean shape of a caricature (one image), or None for a morph; the options that go with
+    each checked."""
+    from ..render.morph import load_mean
+
+    fracs = o["warp_frac"] is not None or o["dissolve_frac"] is not None
+    if n == 1:
+        if not o["mean_path"]:
+            raise click.UsageError("one image needs --mean MEAN.json (a caricature); give two or more images to morph")
+        if o["gif"] or o["midway"] or not o["output"]:
+            raise click.UsageError("one image with --mean makes one picture: give -o OUT.png (no --gif, --midway)")
+        if o["dissolve_frac"] is not None:
+            raise click.BadParameter("there is only one image's colour; use --warp-frac", param_hint="--dissolve-frac")
+        return load_mean(o["mean_path"])
+    if o["mean_path"]:
+        raise click.BadParameter("a mean shape goes with one image (a caricature), not a morph",
+                                 param_hint="--mean")
+    if fracs and not still:
+        raise click.UsageError("--warp-frac and --dissolve-frac make one picture: give -o OUT.png")
+    if still and n != 2:
+        raise click.UsageError(f"one picture morphs two images, not {n}; give -o OUT.mp4 for a sequence")
+    return None
+
+
+def _subjects(o: dict, images: list, face_nos: list) -> list:
+    """Each picture with its 68 points (from --points or found), the points checked to lie on it."""
+    from ..render.morph import Subject, load_image
+
+    pics = [load_image(p) for p in images]
+    tracker_factory = lambda: _tracker(o["model"], o["device"], o["verbose"])  # noqa: E731
+    pts = _points_for(pics, images, list(o["points"]), face_nos, tracker_factory)
+    for k, (p, img, name) in enumerate(zip(pts, pics, images)):
+        h, w = img.shape[:2]
+        if (p[:, 0] < -0.5 * w).any() or (p[:, 0] > 1.5 * w).any() or (p[:, 1] < -0.5 * h).any() \
+                or (p[:, 1] > 1.5 * h).any():
+            raise click.BadParameter(f"the points for {name} lie far outside its {w}x{h} pixels; "
+                                     "are they for another picture?", param_hint="--points")
+        if k and (w, h) != (pics[0].shape[1], pics[0].shape[0]):
+            log.info("%s is %dx%d; the morph is %dx%d (the first image's size)", name, w, h,
+                     pics[0].shape[1], pics[0].shape[0])
+    return [Subject(img, p, name) for img, p, name in zip(pics, pts, images)]
+
+
+def _write_sequence(o: dict, m, n: int, out, out_kind, gif) -> None:
+    """The morph's frames into -o (an MP4 or a GIF) and --gif, holding each face --hold seconds."""
+    fps = o["fps"]
+    hold = int(round(o["hold"] * fps))
+    total = (n - 1) * o["frames"] + 1 + n * hold
+    seq = m.frames(o["frames"], hold)
+    keep_for_gif = []
+    gif_paths = [(p, w) for p, w in ((out if out_kind == "gif" else None, "--output"), (gif, "--gif"))
+                 if p is not None]
+    if out_kind == "video":
+        from tqdm import tqdm
+
+        from ..io.mp4 import Mp4Sink
+
+        with Mp4Sink(out, fps=fps, what="--output") as sink, \
+                tqdm(total=total, unit="frame", disable=None, leave=False, desc="morph") as bar:
+            for i, img in enumerate(seq):
+                sink.write_image(img, i / fps)
+                if gif_paths:
+                    keep_for_gif.append(_small(img, o["gif_width"]))
+                bar.update(1)
+            written = sink.frames
+        click.echo(f"fkp-live: wrote {out} ({written} frames, {written / fps:.1f} s at {fps:g} fps)", err=True)
+    else:
+        keep_for_gif = [_small(img, o["gif_width"]) for img in seq]
+    for gif_path, what in gif_paths:
+        size = write_gif(gif_path, keep_for_gif, fps, o["gif_width"], what)
+        click.echo(f"fkp-live: wrote {gif_path} ({len(keep_for_gif)} frames, {size / 1024:.0f} KiB)", err=True)
 
 
 def _small(img, width):
@@ -420,13 +447,13 @@ def average(folder, output, save_mean, size_text, limit, use_pts, model, device,
 
 
 def _average(o: dict) -> int:
-    from .render.morph import IMAGE_SUFFIXES, MorphError, Subject, average, face_points, load_image, read_pts, save_mean
+    from ..render.morph import IMAGE_SUFFIXES, MorphError, Subject, average, face_points, load_image, read_pts, save_mean
 
     size = _size(o["size_text"])
     out = _check_output(o["output"], "--output", ("image",))
     mean_path = Path(o["save_mean"]) if o["save_mean"] else out.with_suffix(".json")
     if o["save_mean"]:
-        from .io.sinks import check_output_path
+        from ..io.outputs import check_output_path
 
         check_output_path(mean_path, "--save-mean")
     if mean_path.resolve() == out.resolve():
@@ -449,7 +476,7 @@ def _average(o: dict) -> int:
                 img = load_image(f)
                 pts_file = f.with_suffix(".pts")
                 if o["use_pts"] and pts_file.exists():
-                    from .render.morph import check_points
+                    from ..render.morph import check_points
 
                     pts = check_points(read_pts(pts_file), str(pts_file))
                 else:
@@ -484,10 +511,10 @@ COMMANDS = {"morph": morph, "average": average}
 
 
 def main(argv=None):
-    """`python -m fkp_live.morph_cli morph|average ...`"""
+    """`python -m fkp_live.commands.morph morph|average ...`"""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        click.echo("usage: python -m fkp_live.morph_cli morph|average ... (see morph --help)", err=True)
+        click.echo("usage: python -m fkp_live.commands.morph morph|average ... (see morph --help)", err=True)
         return 2
     return COMMANDS[argv[0]].main(args=argv[1:], prog_name=f"fkp-live {argv[0]}")
 
