@@ -48,7 +48,7 @@ def report() -> None:
 landmarker.Landmarker.prepare_frame = timed
 
 if __name__ == "__main__":
-    from fkp_live.cli import main
+    from fkp_live.commands import main
 
     try:
         main(sys.argv[1:])  # not the console entry point, which ends the process before atexit

@@ -485,7 +485,7 @@ def test_finished_outputs_replace_old_ones_and_special_files_are_written_straigh
 
 
 def test_a_full_disk_ends_the_run_with_a_clear_error_not_a_crash(tmp_path, model_path):
-    """-o /dev/full used to end in a segmentation fault (139): muxing went on after the write error."""
+    """-o /dev/full: muxing stops at the write error and the run ends with a message, not a signal."""
     table = tmp_path / "o.csv"
     p = subprocess.run([sys.executable, "-m", "fkp_live.cli", "--demo", "--demo-frames", "40", "--model",
                         str(model_path), "--detector", "haar", "--no-display", "-o", "/dev/full", "--csv", str(table)],

@@ -54,7 +54,7 @@ def test_300w_accuracy_from_detector_crops():
 def test_a_new_face_read_from_two_moved_crops_is_closer_to_300w_val_labels():
     """The second read of a new face as the mean of two moved copies of its crop (the default,
     refine_shift 3) against that crop alone, end to end from BlazeFace on 300-W's validation split
-    with the default model: 3.393 against 3.452 % NME when measured (session 9)."""
+    with the default model."""
     from train.eval_runtime import evaluate_runtime
 
     two = evaluate_runtime("fast", DATA / "300w", "val")
@@ -90,10 +90,8 @@ def test_smoothing_with_the_real_model_still_and_moving():
     """The shipped model on the demo face: with camera-like pixel noise, the default smoothing cuts
     jitter on a still face at least 6x over 600 frames, and lags a moving face by at most one frame.
 
-    Measured with session 8's models: 10.1x with `fast`, 11.3x with `accurate`; lag 0.05 and 0.15
-    frames.
-    Before the smoother measured the noise all points share, its motion gate opened on a third
-    of the still frames (3.2-3.3x, with rare 0.4 px steps of the smoothed points)."""
+    The smoother measures the noise all points share, so its motion gate stays shut on a still
+    face."""
     from fkp_live.commands.bench import _demo_smoothing
 
     r = _demo_smoothing(None, "cpu", 1, "auto", frames=600)

@@ -124,7 +124,7 @@ def test_mp4_encodes_a_frames_i420_as_it_is(tmp_path):
     for f, g in zip(frames, got):
         assert g.shape == f.i420.shape
         assert np.abs(g.astype(int) - f.i420.astype(int)).mean() < 1.5
-    # once a frame's BGR picture exists it is the picture: the planes are no longer offered
+    # once a frame's BGR picture exists it is the picture: the planes are not offered then
     frames[0].image
     assert frames[0].picture_i420 is None and frames[1].picture_i420 is not None
 

@@ -23,7 +23,7 @@ class Fail(click.ClickException):
 MAIN_HELP = """Train, evaluate, plot and export facial keypoint models.
 
 \b
-A typical session (300-W, the runtime's default model):
+A typical run (300-W, the runtime's default model):
   fkp-train fit --task ibug68 --data ../shared/data/300w --out runs/ibug68
   fkp-train eval runs/ibug68/best.pt --data ../shared/data/300w --split test
   fkp-train plot runs/ibug68 --data ../shared/data/300w
