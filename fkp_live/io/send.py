@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .sinks import Sink, SinkError
+from .text import face_json
 
 log = logging.getLogger("fkp_live")
 # the websockets library's own log (a line per connection) only where something went wrong
@@ -128,20 +129,8 @@ def record(snap: Snapshot, normalise: bool = False) -> dict:
     if snap.source is not None:
         rec["source"] = snap.source
     rec.update(width=snap.width, height=snap.height, normalised=normalise)
-    faces = []
-    for f in snap.faces:
-        box = _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap, normalise).ravel()
-        d = {"id": f.id, "confidence": round(float(f.confidence), 4),
-             "box": [round(v, digits) for v in box.tolist()],
-             "points": np.round(_scaled(f.points, snap, normalise), digits).tolist(),
-             "raw": np.round(_scaled(f.raw, snap, normalise), digits).tolist()}
-        pc = getattr(f, "point_confidence", None)
-        if pc is not None:
-            d["point_confidence"] = np.round(np.asarray(pc, np.float64), 4).tolist()
-        a = getattr(f, "analysis", None)
-        if a is not None:
-            d.update(a.to_json())
-        faces.append(d)
+    scale = np.array([snap.width, snap.height], np.float64) if normalise else None
+    faces = [face_json(f, scale, digits) for f in snap.faces]
     rec["faces"] = faces
     return rec
 

@@ -146,6 +146,27 @@ def _csv_field(s: str) -> str:
     return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
 
 
+def face_json(f, scale: np.ndarray | None = None, digits: int = 2) -> dict:
+    """One face as a JSON Lines line (and a live message) holds it: id, confidence, box, points,
+    raw, the points' confidence where read and the analysis' answers. `scale`: divide the
+    coordinates by it (the frame's width and height, for 0..1 fractions)."""
+    def at(p):
+        return p if scale is None else np.asarray(p, np.float64).reshape(-1, 2) / scale
+
+    box = f.box if scale is None else at(f.box).ravel().tolist()
+    d = {"id": f.id, "confidence": round(float(f.confidence), 4),
+         "box": [round(v, digits) for v in box],
+         "points": np.round(at(f.points), digits).tolist(),
+         "raw": np.round(at(f.raw), digits).tolist()}
+    pc = getattr(f, "point_confidence", None)
+    if pc is not None:
+        d["point_confidence"] = np.round(np.asarray(pc, np.float64), 4).tolist()
+    a = getattr(f, "analysis", None)
+    if a is not None:
+        d.update(a.to_json())
+    return d
+
+
 class JsonlSink(_TextSink):
     """One JSON object per frame: {"frame", "timestamp", "source"?, "faces": [{"id", "confidence",
     "box", "points", "raw", ...}]}; coordinates in frame pixels. A face read with its points'
@@ -162,19 +183,7 @@ class JsonlSink(_TextSink):
             rec["source"] = frame.source
         rec["faces"] = []
         for f in faces:
-            d = {
-                "id": f.id, "confidence": round(f.confidence, 4),
-                "box": [round(v, 2) for v in f.box],
-                "points": np.round(f.points, 2).tolist(),
-                "raw": np.round(f.raw, 2).tolist(),
-            }
-            pc = getattr(f, "point_confidence", None)
-            if pc is not None:
-                d["point_confidence"] = np.round(np.asarray(pc, np.float64), 4).tolist()
-            a = getattr(f, "analysis", None)
-            if a is not None:
-                d.update(a.to_json())
-            rec["faces"].append(d)
+            rec["faces"].append(face_json(f))
         self._emit(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
