@@ -339,8 +339,8 @@ def teacher_fit_command(data, model, dlib_model, out, limit):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         t.save(out)
         Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    click.echo(json.dumps({k: report[k]["ensemble"] if isinstance(report.get(k), dict) and "ensemble" in report[k]
-                           else report[k] for k in report}))
+    click.echo(json.dumps({"val_nme_io": {m: v["nme_io"] for m, v in report["val"].items()},
+                           "mean_weights": report["mean_weights"], "out": str(out)}))
 
 
 @main.command("teacher-label", context_settings=CONTEXT)

@@ -104,16 +104,22 @@ def evaluate_dlib(model_path, data, split: str = "test", per_face: bool = False,
     return out
 
 
+def new_face_reader(model: str, detector: str = "blazeface", refine_shift: float | None = None):
+    """A tracker that reads one face per image as the runtime meets a new one (call `reset()`
+    before each image): one CPU thread, no smoothing, no redetection schedule."""
+    from fkp_live.track.tracker import Tracker
+
+    return Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
+                   redetect_every=10**6, refine_shift=refine_shift)
+
+
 def read_faces(samples, model: str, detector: str = "blazeface", refine_shift: float | None = None,
                tracked: bool = True):
     """Each sample's face read as the runtime meets a new one (first frame), and with `tracked` read
     once more from those points (the next frame): (first, tracked, truth, missed, tracker), the
     lists over the faces found (tracked is [] without `tracked`)."""
-    from fkp_live.track.tracker import Tracker
-
     first, second, truth, missed = [], [], [], 0
-    tr = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
-                 redetect_every=10**6, refine_shift=refine_shift)
+    tr = new_face_reader(model, detector, refine_shift)
     for s in samples:
         tr.reset()
         faces = tr(s.image)

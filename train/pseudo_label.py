@@ -30,7 +30,7 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
 
     from . import metrics
     from .data import DataError
-    from .data.ibug import image_for, list_pts, read_image, read_pts, write_pts
+    from .data.ibug import image_for, list_pts, read_image, read_pts
 
     source, out = Path(source), Path(out)
     files = list_pts(source)
@@ -55,13 +55,7 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
             uv, _ = lm.run(batch_in)
             pts = [c.to_frame(u) for c, u in zip(crops, uv)]
         for p, img, g, q in zip(chunk, pictures, given, pts):
-            dst = out / p.relative_to(source).with_suffix("")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_pts(dst.with_suffix(".pts"), q)
-            link = dst.with_suffix(img.suffix)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            os.symlink(img.resolve(), link)
+            write_label(out / p.relative_to(source), img, q)
             theirs.append(g)
             ours.append(q)
         echo(f"labelled {min(i + batch, len(files))} / {len(files)}")
@@ -80,6 +74,20 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
     }
     (out / MANIFEST).write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def write_label(dst: Path, image: Path, points: np.ndarray) -> None:
+    """DST.pts holding `points`, and DST + the image's suffix a link to `image` (what `fit
+    --extra` reads as one face)."""
+    from .data.ibug import write_pts
+
+    dst = dst.with_suffix("")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_pts(dst.with_suffix(".pts"), points)
+    link = dst.with_suffix(image.suffix)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(image.resolve(), link)
 
 
 def manifest_of(folder: str | Path) -> dict | None:

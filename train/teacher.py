@@ -113,10 +113,9 @@ class Readings:
 
     views: list[Crop]
     anchor: np.ndarray  # (F, 68, 2) the anchors (the net member's reading)
-    hog: np.ndarray  # (F, 4) dlib's own box, NaN where its detector found none
+    hog: np.ndarray  # (F, 4) dlib's own box, NaN where it was not looked for or not found
     dlib: np.ndarray  # (F, 68, 2) dlib from the predicted box (NaN until a box model exists)
     mesh: np.ndarray  # (F, 468, 2), NaN where Face Mesh found no face
-    extra: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, views=np.array([[c.cx, c.cy, c.side, c.angle] for c in self.views]),
@@ -129,9 +128,10 @@ class Readings:
 
 
 def read_members(images, anchors, dlib_member: DlibMember | None, mesh_member: MeshMember | None,
-                 echo=None) -> Readings:
-    """Each face's upright view from its anchor (frame pixels), and the dlib and mesh readings of it."""
-    views, anchor_uv, hog, dl, mesh = [], [], [], [], []
+                 echo=None, hog: bool = False) -> Readings:
+    """Each face's upright view from its anchor (frame pixels), and the dlib and mesh readings of it
+    (dlib's once it has a box model); with `hog`, the box dlib's own detector draws too."""
+    views, anchor_uv, boxes, dl, mesh = [], [], [], [], []
     for i, (img, a) in enumerate(zip(images, anchors)):
         v = view_of(a)
         views.append(v)
@@ -141,18 +141,18 @@ def read_members(images, anchors, dlib_member: DlibMember | None, mesh_member: M
                    border=cv2.BORDER_REPLICATE)
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         if dlib_member is not None:
-            hb = dlib_member.hog_box(grey)
-            hog.append(hb if hb is not None else np.full(4, np.nan))
+            hb = dlib_member.hog_box(grey) if hog else None
+            boxes.append(hb if hb is not None else np.full(4, np.nan))
             dl.append(dlib_member.read(grey, dlib_member.box_from_anchor(au)) if dlib_member.box_coef is not None
                       else np.full((68, 2), np.nan))
         else:
-            hog.append(np.full(4, np.nan))
+            boxes.append(np.full(4, np.nan))
             dl.append(np.full((68, 2), np.nan))
         m = mesh_member.read(bgr) if mesh_member is not None else None
         mesh.append(m if m is not None else np.full((468, 2), np.nan))
         if echo and (i + 1) % 200 == 0:
             echo(f"read {i + 1} faces")
-    return Readings(views, np.array(anchor_uv), np.array(hog), np.array(dl), np.array(mesh))
+    return Readings(views, np.array(anchor_uv), np.array(boxes), np.array(dl), np.array(mesh))
 
 
 # --- the fitted teacher --------------------------------------------------------------------------
@@ -271,10 +271,9 @@ class Anchors:
     give); where the detector finds no face and points are given, the crop those points make."""
 
     def __init__(self, model: str, detector: str = "blazeface"):
-        from fkp_live.track.tracker import Tracker
+        from .eval_runtime import new_face_reader
 
-        self.tracker = Tracker(model=model, device="cpu", threads=1, detector=detector, smooth=0, max_faces=1,
-                               redetect_every=10**6)
+        self.tracker = new_face_reader(model, detector)
 
     def __call__(self, image: np.ndarray, given: np.ndarray | None = None) -> np.ndarray | None:
         self.tracker.reset()
@@ -323,7 +322,7 @@ def fit_teacher(data, model: str, dlib_model=None, echo=print, limit: int | None
     anchors = Anchors(model)
     dlib_m = dlib_member_for(dlib_model)
     mesh_m = MeshMember()
-    report = {"model": str(model), "dlib_model": str(dlib_m_path(dlib_m)), "view": VIEW, "view_scale": VIEW_SCALE}
+    report = {"model": str(model), "dlib_model": dlib_m.path, "view": VIEW, "view_scale": VIEW_SCALE}
     sets = {}
     for split in ("train", "val"):
         samples, _ = load_split(task, data, split)
@@ -333,13 +332,14 @@ def fit_teacher(data, model: str, dlib_model=None, echo=print, limit: int | None
         kept = [(s, a) for s, a in found if a is not None]
         echo(f"{split}: {len(kept)} of {len(samples)} faces found; reading them with dlib and Face Mesh")
         images = [s.image for s, _ in kept]
-        r = read_members(images, [a for _, a in kept], dlib_m, mesh_m, echo=echo)
+        # on train, dlib's own boxes first, to fit the box model, then dlib from the boxes it predicts
+        r = read_members(images, [a for _, a in kept], dlib_m, mesh_m, echo=echo, hog=split == "train")
+        if split == "train":
+            dlib_m.box_coef = fit_box(r)
+            read_dlib(images, r, dlib_m)
         truth = np.array([s.points for s, _ in kept], np.float64)
         sets[split] = (images, r, truth)
         report[f"{split}_faces"], report[f"{split}_missed"] = len(kept), len(samples) - len(kept)
-        if split == "train":
-            dlib_m.box_coef = fit_box(r)
-        read_dlib(images, r, dlib_m)
     images, r, truth = sets["train"]
     truth_uv = np.array([_normalised(t, v) for t, v in zip(truth, r.views)])
     index, coef = fit_mesh(r, truth_uv)
@@ -361,22 +361,14 @@ def fit_teacher(data, model: str, dlib_model=None, echo=print, limit: int | None
     return teacher, report
 
 
-def dlib_m_path(m: DlibMember) -> str:
-    return getattr(m, "path", "")
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
 def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, echo=print,
                  max_disagreement: float = 0.15, command: str = "") -> dict:
     """Label every image under `source` with the teacher into `out` (NAME.pts + a link to the
     image), for `fkp-train fit --extra OUT`. A .pts beside an image serves only to place the crop
     where the detector finds no face. Faces where the net and the ensemble differ by more than
     `max_disagreement` of the inter-ocular distance (a wrong face, a failed reading) are left out."""
-    import os
-
-    from .data.ibug import read_pts, write_pts
+    from .data.ibug import IMAGE_SUFFIXES, read_pts
+    from .pseudo_label import write_label
 
     source, out = Path(source), Path(out)
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -404,8 +396,7 @@ def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, ech
             imgs.append(img), anch.append(a), names.append(f), given.append(g)
         if not imgs:
             continue
-        r = read_members(imgs, anch, None, mesh_m)
-        read_dlib(imgs, r, dlib_m)
+        r = read_members(imgs, anch, dlib_m, mesh_m)
         stack = teacher.stack(r)
         uv = combine(stack, teacher.weights)
         iod = _iod_uv(uv)
@@ -416,14 +407,7 @@ def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, ech
             if not np.isfinite(gap) or gap > max_disagreement:
                 counts["disagree"] += 1
                 continue
-            pts = _to_frame(uv[k], r.views[k])
-            dst = out / f.relative_to(source).with_suffix("")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_pts(dst.with_suffix(".pts"), pts)
-            link = dst.with_suffix(f.suffix)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            os.symlink(f.resolve(), link)
+            write_label(out / f.relative_to(source), f, _to_frame(uv[k], r.views[k]))
             counts["labelled"] += 1
             agreement.append(gap)
         echo(f"labelled {counts['labelled']} of {min(i + 256, len(files))} images")
