@@ -8,29 +8,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import tiny_net
+
 from fkp_live.card import ModelCard, ModelError
 from fkp_live.track.landmarker import Landmarker
 from train import export as ex
 from train.cli import main as fkp_train
 from train.nets import build_model
-from train.tasks import get
-
-
-def _tiny_task():
-    return get("ibug68").with_(size=(64, 64), net_args={"width": 0.5, "decoder": 16})
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    task = _tiny_task()
-    torch.manual_seed(0)
-    model = build_model(task).eval()
-    # non-trivial weights: a few random BatchNorm statistics so the export is not all zeros
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    task, model = tiny_net.build()
     state = {"model": model.state_dict(), "task": task.to_dict(), "epoch": 0, "val": {}}
     torch.save(state, d / "best.pt")
     return d, model, task
