@@ -104,7 +104,6 @@ def test_an_exported_model_reads_back_into_a_checkpoint_that_predicts_the_same(t
     from train import checkpoint
     from train.from_onnx import checkpoint_from_onnx
     from train.nets import build_model
-    from train.tasks import Task
 
     src = tmp_path / "m"
     src.mkdir()
@@ -123,11 +122,11 @@ def test_an_exported_model_reads_back_into_a_checkpoint_that_predicts_the_same(t
     assert cmd.endswith("&& fkp-train import-onnx x --out y")
     # in training mode (batch statistics) the net starts from the same function
     state = checkpoint.load(out)
-    net = build_model(Task(**{**state["task"], "size": tuple(state["task"]["size"])}))
+    net_task = checkpoint.task_of(state, out)
+    net = build_model(net_task)
     net.load_state_dict(state["model"])
     from train.datasets import KeypointDataset, load_split
 
-    net_task = Task(**{**state["task"], "size": tuple(state["task"]["size"])})
     samples, _ = load_split(net_task, DATA / "300w", "train")
     ds = KeypointDataset(samples[:64], net_task, None)
     x = torch.stack([ds[i]["image"] for i in range(64)])

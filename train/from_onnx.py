@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import save_atomic
+from .checkpoint import save_atomic, task_of
 from .data import DataError
 from .tasks import Task
 
@@ -28,11 +28,7 @@ def task_of_card(card: dict, where: str) -> Task:
     except (KeyError, TypeError):
         raise DataError(f"{where}: the card holds no training task (training.task), so the network "
                         "to read the weights into is unknown") from None
-    d["size"] = tuple(d["size"])
-    for k in ("points", "label_subset"):
-        if d.get(k) is not None:
-            d[k] = tuple(d[k])
-    return Task(**d)
+    return task_of({"task": d}, where)
 
 
 def _execution_order(model: nn.Module, task: Task) -> list[nn.Module]:
