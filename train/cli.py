@@ -456,6 +456,48 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
         click.echo(f"wrote {ced_curves(curves, ced_png, title=title)}")
 
 
+@main.command("cross-check", context_settings=CONTEXT)
+@click.argument("models", nargs=-1)
+@click.option("--imm", "imm", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The IMM Face Database folder (NN-Kg.jpg + NN-Kg.asf).")
+@click.option("--dlib-model", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Also score dlib's 68-point predictor with its own HOG detector (as for eval-runtime).")
+@click.option("--labels", "labels", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Also score a folder of 68-point .pts named for the IMM images, e.g. teacher-label's "
+                   "output for the IMM folder (repeatable).")
+@click.option("--ridge", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Penalty of each reader's 68-to-58 point map.")
+def cross_check_command(models, imm, dlib_model, labels, ridge):
+    """Score 68-point readers on faces none of them was trained on: the IMM Face Database.
+    Each reader (MODELS as the runtime meets a new face, dlib, label folders) gets its own linear
+    map from its 68 points to IMM's 58, fitted on IMM's people 1-32 and scored on people 33-40 by
+    IMM's inter-ocular NME. Prints one JSON object per reader; compare readers, not the figures
+    with 300-W's, which include no map."""
+    from .cross_check import imm_faces, read_dlib, read_labels, read_model, score_reader
+    from .eval_runtime import DlibUnavailable, load_dlib
+
+    if not (models or dlib_model or labels):
+        raise click.UsageError("name at least one reader: MODELS, --dlib-model or --labels")
+    if dlib_model:
+        try:
+            load_dlib(dlib_model)
+        except DlibUnavailable as e:
+            raise Fail(str(e)) from None
+    with _user_errors():
+        images, truth, person = imm_faces(imm)
+    readers = [(m, lambda m=m: read_model(m, images)) for m in models]
+    if dlib_model:
+        readers.append(("dlib", lambda: read_dlib(dlib_model, images)))
+    readers += [(str(d), lambda d=d: read_labels(d, sorted(images))) for d in labels]
+    for name, read in readers:
+        try:
+            with _user_errors():
+                out = score_reader(read(), truth, person, ridge)
+        except ValueError as e:
+            raise Fail(f"{name}: {e}") from None
+        click.echo(json.dumps({"reader": name, **out}, indent=2))
+
+
 @main.command("bench", context_settings=CONTEXT)
 @click.argument("models", nargs=-1)
 @click.option("--runs", default=300, show_default=True, help="Timed runs per figure (median reported).")
