@@ -82,33 +82,18 @@ def imm_faces(folder) -> tuple[dict, dict, dict]:
 
 def read_model(model: str, images: dict) -> dict:
     """A shipped model's first-frame reading of each image, as the runtime meets a new face."""
-    from .eval_runtime import new_face_reader
+    from .teacher import Anchors
 
-    tracker = new_face_reader(model)
-    out = {}
-    for name, image in images.items():
-        tracker.reset()
-        faces = tracker(image)
-        if faces:
-            out[name] = np.asarray(faces[0].raw, np.float64)
-    return out
+    read = Anchors(model)
+    return {name: pts for name, image in images.items() if (pts := read(image)) is not None}
 
 
 def read_dlib(model_path, images: dict) -> dict:
     """dlib's 68-point predictor from its own HOG detector (upsampled once, the best-scoring face)."""
-    import cv2
+    from .eval_runtime import dlib_read, load_dlib
 
-    from .eval_runtime import load_dlib
-
-    detector, predictor = load_dlib(model_path)
-    out = {}
-    for name, image in images.items():
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        boxes, confidence, _ = detector.run(grey, 1)
-        if len(boxes):
-            shape = predictor(grey, boxes[int(np.argmax(confidence))])
-            out[name] = np.array([(q.x, q.y) for q in shape.parts()], np.float64)
-    return out
+    loaded = load_dlib(model_path)
+    return {name: pts for name, image in images.items() if (pts := dlib_read(loaded, image, model_path)) is not None}
 
 
 def read_labels(folder, names) -> dict:

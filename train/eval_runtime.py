@@ -70,6 +70,23 @@ def load_dlib(model_path):
     return dlib.get_frontal_face_detector(), predictor
 
 
+def dlib_read(loaded, image, path) -> "np.ndarray | None":
+    """dlib's 68 points (frame pixels) of the best-scoring face its HOG detector finds on `image`
+    (upsampled once), or None; `loaded` is what `load_dlib(path)` gave."""
+    import cv2
+    import numpy as np
+
+    detector, predictor = loaded
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    boxes, confidence, _ = detector.run(grey, 1)
+    if not len(boxes):
+        return None
+    shape = predictor(grey, boxes[int(np.argmax(confidence))])
+    if shape.num_parts != 68:
+        raise DlibUnavailable(f"--dlib-model {path}: gives {shape.num_parts} points, not 68")
+    return np.array([(q.x, q.y) for q in shape.parts()], np.float64)
+
+
 def evaluate_dlib(model_path, data, split: str = "test", per_face: bool = False, loaded=None) -> dict:
     """dlib's 68-point shape predictor (`model_path`: shape_predictor_68_face_landmarks.dat) with its
     own HOG face detector (upsampled once, the highest-scoring face) on a 300-W split, scored like
@@ -77,26 +94,19 @@ def evaluate_dlib(model_path, data, split: str = "test", per_face: bool = False,
     Raises DlibUnavailable without dlib or the file."""
     from pathlib import Path
 
-    import cv2
-    import numpy as np
-
     from .datasets import load_split
     from .tasks import get
 
-    detector, predictor = loaded or load_dlib(model_path)
+    loaded = loaded or load_dlib(model_path)
     path = Path(model_path)
     samples, _ = load_split(get("ibug68").with_(channels=3), data, split)
     pred, truth, missed = [], [], 0
     for s in samples:
-        grey = cv2.cvtColor(s.image, cv2.COLOR_BGR2GRAY)
-        boxes, confidence, _ = detector.run(grey, 1)
-        if not len(boxes):
+        pts = dlib_read(loaded, s.image, path)
+        if pts is None:
             missed += 1
             continue
-        shape = predictor(grey, boxes[int(np.argmax(confidence))])
-        if shape.num_parts != 68:
-            raise DlibUnavailable(f"--dlib-model {path}: gives {shape.num_parts} points, not 68")
-        pred.append([(q.x, q.y) for q in shape.parts()])
+        pred.append(pts)
         truth.append(s.points)
     out = {"model": "dlib", "file": path.name, "split": split, "detector": "dlib HOG (upsampled once)",
            "faces": len(truth), "missed": missed}
