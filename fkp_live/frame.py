@@ -84,7 +84,9 @@ class Frame:
 
     def with_image(self, image: np.ndarray) -> Frame:
         """The same frame with another picture (an overlay drawn on a copy, a morph)."""
-        return Frame(self.index, self.pts_seconds, image, self.source)
+        out = Frame(self.index, self.pts_seconds, image, self.source)
+        out.captured, out.taken = self.captured, self.taken
+        return out
 
     def __repr__(self) -> str:
         return f"Frame(index={self.index}, pts_seconds={self.pts_seconds}, source={self.source!r})"

@@ -169,7 +169,7 @@ def test_two_faces_keep_their_ids(model_path):
 def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
     tr = Tracker(model=str(model_path), device="cpu", detector="blazeface", redetect_every=10, max_faces=3)
     calls = {"run": [], "detect": 0}
-    run, det = tr.landmarker.run, tr.detector
+    run, det = tr.landmarker.run_all, tr.detector
 
     def spy_run(batch, wide=None):
         calls["run"].append(len(batch))
@@ -179,7 +179,7 @@ def test_one_inference_batch_per_frame_and_redetect_policy(model_path):
         calls["detect"] += 1
         return det(img)
 
-    tr.landmarker.run = spy_run
+    tr.landmarker.run_all = spy_run
     tr.detector = spy_det
     for f in DemoSource(frames=25, faces=2):
         tr(f)
@@ -205,8 +205,8 @@ def test_new_faces_are_read_again_from_their_own_points(model_path):
         tr = Tracker(model=str(model_path), device="cpu", detector="blazeface", smooth=0, refine=refine,
                      refine_shift=shift)
         calls = []
-        run = tr.landmarker.run
-        tr.landmarker.run = lambda b, wide=None: calls.append(len(b)) or run(b, wide)
+        run = tr.landmarker.run_all
+        tr.landmarker.run_all = lambda b, wide=None: calls.append(len(b)) or run(b, wide)
         face = tr(src[0])[0]
         views = 2 if shift else 1
         assert calls == ([1, views] if refine else [1])
@@ -218,14 +218,14 @@ def test_new_faces_are_read_again_from_their_own_points(model_path):
             continue
         # read from the crop that the box's points give, and its moved copies
         lm = tr.landmarker
-        uv, _ = run(lm.prepare(src[0].image, [box_crop]))
+        uv, _ = lm.run(lm.prepare(src[0].image, [box_crop]))
         expect = crop_from_points(box_crop.to_frame(uv[0]), tr.schema, tr.card.crop_scale, tr.card.crop_rotate)
         assert face.crop == expect and face.crop != box_crop
         d = shift * expect.side / lm.size
         crops = [Crop(expect.cx + d * k, expect.cy + d * k, expect.side, expect.angle) for k in (1, -1)]
         crops = crops if shift else [expect]
         assert tr.views(expect) == crops
-        uv, _ = run(lm.prepare(src[0].image, crops))
+        uv, _ = lm.run(lm.prepare(src[0].image, crops))
         want = np.mean([c.to_frame(u) for c, u in zip(crops, uv)], axis=0)
         np.testing.assert_allclose(face.raw, want, atol=1e-3)
     with pytest.raises(ValueError, match="refine_shift"):

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .sinks import Sink, SinkError
-from .text import face_json
+from .text import frame_json
 
 log = logging.getLogger("fkp_live")
 # the websockets library's own log (a line per connection) only where something went wrong
@@ -109,30 +109,28 @@ class Snapshot(NamedTuple):
 
 def snapshot(frame, faces) -> Snapshot:
     h, w = frame.shape[:2]
-    captured = getattr(frame, "captured", None)
-    captured = time.perf_counter() if captured is None else captured
+    captured = frame.captured
     taken = getattr(frame, "taken", None)
     return Snapshot(frame.index, frame.pts_seconds, frame.source, int(w), int(h), list(faces),
                     captured, captured if taken is None else taken)
 
 
-def _scaled(points: np.ndarray, snap: Snapshot, normalise: bool) -> np.ndarray:
-    return points / np.array([snap.width, snap.height], np.float64) if normalise else points
+def _scale(snap: Snapshot, normalise: bool) -> np.ndarray | None:
+    """What coordinates are divided by for 0..1 fractions (None: frame pixels)."""
+    return np.array([snap.width, snap.height], np.float64) if normalise else None
 
 
 def record(snap: Snapshot, normalise: bool = False) -> dict:
     """The JSON message of one frame: the fields of a JSON Lines line ("frame", "timestamp",
     "source", "faces" with "id", "confidence", "box", "points", "raw" and the analysis), plus
     "width", "height", "normalised" and, per face, "point_confidence" where read."""
-    digits = 5 if normalise else 2
-    rec = {"frame": snap.index, "timestamp": snap.timestamp}
-    if snap.source is not None:
-        rec["source"] = snap.source
-    rec.update(width=snap.width, height=snap.height, normalised=normalise)
-    scale = np.array([snap.width, snap.height], np.float64) if normalise else None
-    faces = [face_json(f, scale, digits) for f in snap.faces]
-    rec["faces"] = faces
-    return rec
+    return frame_json(snap.index, snap.timestamp, snap.source, snap.faces, _scale(snap, normalise),
+                      5 if normalise else 2, width=snap.width, height=snap.height, normalised=normalise)
+
+
+def record_text(snap: Snapshot, normalise: bool = False) -> str:
+    """`record` as compact JSON: a UDP datagram's or a WebSocket message's text."""
+    return json.dumps(record(snap, normalise), separators=(",", ":"))
 
 
 def _osc_string(text: str) -> bytes:
@@ -169,11 +167,12 @@ def osc_bundle(snap: Snapshot, normalise: bool = False) -> bytes:
     ts = -1.0 if snap.timestamp is None else snap.timestamp
     msgs = [osc_message("/fkp/frame", (snap.index, ts, len(snap.faces), snap.width, snap.height), "ifiii"),
             osc_message("/fkp/faces", [f.id for f in snap.faces], "i" * len(snap.faces))]
+    scale = _scale(snap, normalise)
+    one = 1.0 if scale is None else scale
     for f in snap.faces:
         base = f"/fkp/face/{f.id}"
-        msgs.append(osc_message(base + "/points", _scaled(f.points, snap, normalise).ravel()))
-        msgs.append(osc_message(base + "/box", _scaled(np.asarray(f.box, np.float64).reshape(2, 2), snap,
-                                                       normalise).ravel()))
+        msgs.append(osc_message(base + "/points", (f.points / one).ravel()))
+        msgs.append(osc_message(base + "/box", (np.asarray(f.box, np.float64).reshape(2, 2) / one).ravel()))
         msgs.append(osc_message(base + "/confidence", [f.confidence]))
         pc = getattr(f, "point_confidence", None)
         if pc is not None:
@@ -324,7 +323,7 @@ class UdpSender(DatagramSender):
     """`udp://HOST:PORT`: one JSON datagram per frame."""
 
     def encode(self, snap: Snapshot) -> bytes:
-        return json.dumps(record(snap, self.normalise), separators=(",", ":")).encode()
+        return record_text(snap, self.normalise).encode()
 
 
 def page() -> bytes:
@@ -451,7 +450,7 @@ class WebSocketSender(Sender):
                 return
             self._pending += 1
         snap = snapshot(frame, faces)
-        text = json.dumps(record(snap, self.normalise), separators=(",", ":"))
+        text = record_text(snap, self.normalise)
         self._loop.call_soon_threadsafe(self._publish, text, snap)
 
     def note(self) -> str:

@@ -167,6 +167,18 @@ def face_json(f, scale: np.ndarray | None = None, digits: int = 2) -> dict:
     return d
 
 
+def frame_json(index: int, timestamp, source, faces, scale: np.ndarray | None = None, digits: int = 2,
+               **extra) -> dict:
+    """One frame as a JSON Lines line (and a live message) holds it: "frame", "timestamp",
+    "source" where there is one, the `extra` fields, then "faces" (see `face_json`)."""
+    rec = {"frame": index, "timestamp": timestamp}
+    if source is not None:
+        rec["source"] = source
+    rec.update(extra)
+    rec["faces"] = [face_json(f, scale, digits) for f in faces]
+    return rec
+
+
 class JsonlSink(_TextSink):
     """One JSON object per frame: {"frame", "timestamp", "source"?, "faces": [{"id", "confidence",
     "box", "points", "raw", ...}]}; coordinates in frame pixels. A face read with its points'
@@ -178,12 +190,7 @@ class JsonlSink(_TextSink):
         super().__init__(path, what, staged)
 
     def write(self, frame, faces) -> None:
-        rec = {"frame": frame.index, "timestamp": frame.pts_seconds}
-        if frame.source is not None:
-            rec["source"] = frame.source
-        rec["faces"] = []
-        for f in faces:
-            rec["faces"].append(face_json(f))
+        rec = frame_json(frame.index, frame.pts_seconds, frame.source, faces)
         self._emit(json.dumps(rec, separators=(",", ":")) + "\n")
 
 

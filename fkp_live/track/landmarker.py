@@ -188,7 +188,8 @@ class Landmarker:
                 f"{self.schema.name!r} has {self.schema.n}"
             )
         self._outputs = [self.card.points_output]
-        if self.card.confidence_output and self.card.confidence_output in outs:
+        self._has_presence = bool(self.card.confidence_output and self.card.confidence_output in outs)
+        if self._has_presence:
             self._outputs.append(self.card.confidence_output)
         self.point_confidence = bool(point_confidence)
         if self.point_confidence:
@@ -286,8 +287,7 @@ class Landmarker:
             session = self._wide
         out = session.run(self._outputs, {self.card.input_name: batch})
         pts = out[0].reshape(len(batch), self.schema.n, 2)
-        has_presence = len(out) > (2 if self.point_confidence else 1)
-        conf = out[1].reshape(len(batch)) if has_presence else np.ones(len(batch), np.float32)
+        conf = out[1].reshape(len(batch)) if self._has_presence else np.ones(len(batch), np.float32)
         pc = out[-1].reshape(len(batch), self.schema.n) if self.point_confidence else None
         return pts, conf, pc
 

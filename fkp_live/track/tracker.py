@@ -184,7 +184,7 @@ class Tracker:
         batch = self.landmarker.prepare_frame(frame, crops) if crops else None
         t1 = time.perf_counter()
         if crops:
-            uv, conf, pc = self._read(batch)
+            uv, conf, pc = self.landmarker.run_all(batch)
             pts = [c.to_frame(p) for c, p in zip(crops, uv)]
             if fresh and self.refine:
                 crops, pts, conf, pc = self._refine(frame, crops, pts, conf, len(tracks), pc)
@@ -203,7 +203,7 @@ class Tracker:
         self._index += 1
         return Tracked(faces, events, secs)
 
-    def _kept(self, tracks, crops, pts, conf, w: int, h: int, still: bool, events, pc=None) -> list[Track]:
+    def _kept(self, tracks, crops, pts, conf, w: int, h: int, still: bool, events, pc) -> list[Track]:
         """The tracks whose points pass the checks (`_reject`), given this frame's crop and points
         (and the points' confidence `pc`, where read):
         the tracked faces first (one that fails is lost: an event, and a detection next frame),
@@ -303,14 +303,14 @@ class Tracker:
             events.append(Event("crowd", None, len(dets) + len(self.tracks)))
         return dets[:max(free, 0)]
 
-    def _refine(self, frame: Frame, crops, pts, conf, first: int, pc=None):
+    def _refine(self, frame: Frame, crops, pts, conf, first: int, pc):
         """Read the faces from `first` on (new detections) again, from the crops their points give,
         each the mean of its `views` (the points' confidence, `pc`, too where read)."""
         again = [crop_from_points(p, self.schema, self.card.crop_scale, self.card.crop_rotate) for p in pts[first:]]
         views = [v for c in again for v in self.views(c)]
         k = len(views) // len(again)
         lm = self.landmarker
-        uv, conf2, pc2 = self._read(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
+        uv, conf2, pc2 = lm.run_all(lm.prepare_frame(frame, views), wide=len(again) >= WIDE_BATCH)
         read = np.stack([v.to_frame(p) for v, p in zip(views, uv)])
         crops = crops[:first] + again
         pts = pts[:first] + list(read.reshape(len(again), k, *read.shape[1:]).mean(axis=1))
@@ -318,14 +318,6 @@ class Tracker:
         if pc is not None:
             pc = np.concatenate([pc[:first], pc2.reshape(len(again), k, -1).mean(axis=1)])
         return crops, pts, conf, pc
-
-    def _read(self, batch, wide: bool | None = None):
-        """The landmarker's points, presence and (where asked for) points' confidence."""
-        lm = self.landmarker
-        if lm.point_confidence:
-            return lm.run_all(batch, wide)
-        uv, conf = lm.run(batch) if wide is None else lm.run(batch, wide=wide)
-        return uv, conf, None
 
     def views(self, crop: Crop) -> list[Crop]:
         """The crops a new face's second read averages: `crop` moved `refine_shift` model pixels
