@@ -41,18 +41,21 @@ Run `fkp-train COMMAND --help` for each command's options.
 
 @contextmanager
 def _user_errors(skip_bad_option: bool = False):
-    """The library's errors about files a user gave (data, checkpoints, calibrations) as one-line
+    """The library's errors about files a user gave (data, checkpoints, calibrations, models, dlib) as one-line
     failures (exit 2); with `skip_bad_option` a bad file or row also suggests --skip-bad."""
+    from fkp_live.card import ModelError
+
     from .calibrate import CalibrationError
     from .checkpoint import CheckpointError
     from .data import DataError, SkippableError
+    from .eval_runtime import DlibUnavailable
     from .tasks import TaskError
 
     try:
         yield
     except SkippableError as e:
         raise Fail(f"{e} (or pass --skip-bad to skip bad {e.unit})" if skip_bad_option else str(e)) from None
-    except (DataError, CheckpointError, CalibrationError, TaskError) as e:
+    except (DataError, CheckpointError, CalibrationError, TaskError, ModelError, DlibUnavailable) as e:
         raise Fail(str(e)) from None
 
 
@@ -266,8 +269,6 @@ def shape_fit_command(model, data, out, ridge, limit):
     NME before and after is printed. Put the result into the graph with `fkp-train export
     CHECKPOINT --shape-correction OUT`.
     """
-    from fkp_live.card import ModelError
-
     from . import shape_fit
 
     if not out.endswith(".npz"):
@@ -275,7 +276,7 @@ def shape_fit_command(model, data, out, ridge, limit):
     try:
         with _user_errors():
             r = shape_fit.measure(model, data, ridge, limit, echo=click.echo)
-    except (shape_fit.ShapeFitError, ModelError) as e:
+    except shape_fit.ShapeFitError as e:
         raise Fail(str(e)) from None
     rep = r["report"]
     command = shlex.join(["fkp-train", "shape-fit", model, "--data", str(data), "--out", out, "--ridge", f"{ridge:g}"]
@@ -420,14 +421,12 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
     again from the crop its points give, moved both ways by --refine-shift: the first frame) and one
     more pass from those points (what tracking does on the next frame). Images with no face detected count as missed. Prints one JSON
     object per model, with the first frame's error per face region; --dlib-model adds dlib's."""
-    from .eval_runtime import DlibUnavailable, evaluate_dlib, evaluate_runtime, load_dlib
+    from .eval_runtime import evaluate_dlib, evaluate_runtime, load_dlib
 
     dlib_loaded = None
     if dlib_model:  # before the long part: a missing dlib or file fails at once
-        try:
+        with _user_errors():
             dlib_loaded = load_dlib(dlib_model)
-        except DlibUnavailable as e:
-            raise Fail(str(e)) from None
     curves = {}
     for model in models:
         with _user_errors():
@@ -439,11 +438,8 @@ def eval_runtime_command(models, data, split, detector, ced_png, refine_shift, d
             curves[stem if model.endswith(".onnx") else f"{model} ({stem})"] = nmes
         click.echo(json.dumps(out, indent=2))
     if dlib_model:
-        try:
-            with _user_errors():
-                out = evaluate_dlib(dlib_model, data, split, per_face=bool(ced_png), loaded=dlib_loaded)
-        except DlibUnavailable as e:  # a predictor of other than 68 points
-            raise Fail(str(e)) from None
+        with _user_errors():  # a predictor of other than 68 points fails here
+            out = evaluate_dlib(dlib_model, data, split, per_face=bool(ced_png), loaded=dlib_loaded)
         nmes = out.pop("nmes", None)
         if nmes is not None:
             lost, found = out["missed"], out["faces"]
@@ -474,20 +470,16 @@ def cross_check_command(models, imm, dlib_model, labels, ridge):
     IMM's inter-ocular NME. Prints one JSON object per reader; compare readers, not the figures
     with 300-W's, which include no map."""
     from .cross_check import imm_faces, read_dlib, read_labels, read_model, score_reader
-    from .eval_runtime import DlibUnavailable, load_dlib
+    from .eval_runtime import load_dlib
 
     if not (models or dlib_model or labels):
         raise click.UsageError("name at least one reader: MODELS, --dlib-model or --labels")
-    if dlib_model:
-        try:
-            load_dlib(dlib_model)
-        except DlibUnavailable as e:
-            raise Fail(str(e)) from None
     with _user_errors():
+        loaded = load_dlib(dlib_model) if dlib_model else None
         images, truth, person = imm_faces(imm)
     readers = [(m, lambda m=m: read_model(m, images)) for m in models]
     if dlib_model:
-        readers.append(("dlib", lambda: read_dlib(dlib_model, images)))
+        readers.append(("dlib", lambda: read_dlib(loaded, dlib_model, images)))
     readers += [(str(d), lambda d=d: read_labels(d, sorted(images))) for d in labels]
     for name, read in readers:
         try:
@@ -505,14 +497,10 @@ def cross_check_command(models, imm, dlib_model, labels, ridge):
 def bench_command(models, runs, threads):
     """Latency per face of shipped models (or .onnx paths) at batch 1 and 4, on every available
     execution provider, median of many runs after warm-up; and the metrics in each card."""
-    from fkp_live.card import ModelError
-
     from .bench import bench
 
-    try:
+    with _user_errors():
         bench(models, runs, threads, echo=click.echo)
-    except ModelError as e:
-        raise Fail(str(e)) from None
 
 
 @main.command("convert", context_settings=CONTEXT)

@@ -15,10 +15,11 @@ import numpy as np
 
 from fkp_live import schemas
 
+from .eval_runtime import region_errors
+from .metrics import summary
+
 IBUG = schemas.get("ibug68")
 IMM = schemas.get("imm58")
-IMM_REGIONS = {"jaw": range(0, 13), "eye": range(13, 29), "brow": range(29, 39), "mouth": range(39, 47),
-               "nose": range(47, 58)}
 
 
 def _normalised(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -33,10 +34,10 @@ def fit_map(readings: np.ndarray, truth: np.ndarray, ridge: float) -> np.ndarray
     """Least-squares weights (137, 116) from a reader's normalised 68 points (and a constant) to IMM's 58."""
     x, centre, scale = _normalised(readings)
     y = (truth - centre) / scale
+    from .teacher import ridge as least_squares
+
     a = np.c_[x.reshape(len(x), -1), np.ones(len(x))]
-    penalty = ridge * np.eye(a.shape[1])
-    penalty[-1, -1] = 0.0  # the constant is not shrunk
-    return np.linalg.solve(a.T @ a + penalty, a.T @ y.reshape(len(y), -1))
+    return least_squares(a, y.reshape(len(y), -1), ridge)
 
 
 def apply_map(weights: np.ndarray, readings: np.ndarray) -> np.ndarray:
@@ -61,11 +62,10 @@ def score_reader(readings: dict[str, np.ndarray], truth: dict[str, np.ndarray], 
     for split, group in (("test", test), ("fit", train)):
         t = np.array([truth[n] for n in group])
         pred = apply_map(w, np.array([r[n] for n in group]))
-        eyes = IMM.ocular_points(t)
-        err = np.linalg.norm(pred - t, axis=-1) / np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=-1)[:, None]
-        out[f"{split}_nme_io"] = round(100 * float(err.mean()), 3)
+        mask = np.ones(t.shape[:2], bool)
+        out[f"{split}_nme_io"] = round(summary(pred, t, mask, IMM)["nme_io"], 3)
         if split == "test":
-            out["test_regions"] = {k: round(100 * float(err[:, list(ix)].mean()), 3) for k, ix in IMM_REGIONS.items()}
+            out["test_regions"] = region_errors(pred, t, mask, IMM)
     return out
 
 
@@ -88,11 +88,11 @@ def read_model(model: str, images: dict) -> dict:
     return {name: pts for name, image in images.items() if (pts := read(image)) is not None}
 
 
-def read_dlib(model_path, images: dict) -> dict:
-    """dlib's 68-point predictor from its own HOG detector (upsampled once, the best-scoring face)."""
-    from .eval_runtime import dlib_read, load_dlib
+def read_dlib(loaded, model_path, images: dict) -> dict:
+    """dlib's 68-point predictor from its own HOG detector (upsampled once, the best-scoring face);
+    `loaded`: what `eval_runtime.load_dlib(model_path)` gave."""
+    from .eval_runtime import dlib_read
 
-    loaded = load_dlib(model_path)
     return {name: pts for name, image in images.items() if (pts := dlib_read(loaded, image, model_path)) is not None}
 
 

@@ -367,13 +367,14 @@ def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, ech
     image), for `fkp-train fit --extra OUT`. A .pts beside an image serves only to place the crop
     where the detector finds no face. Faces where the net and the ensemble differ by more than
     `max_disagreement` of the inter-ocular distance (a wrong face, a failed reading) are left out."""
-    from .data.ibug import IMAGE_SUFFIXES, read_pts
+    from .data import DataError
+    from .data.ibug import IMAGE_SUFFIXES, read_image, read_pts
     from .pseudo_label import write_label
 
     source, out = Path(source), Path(out)
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) to label")
+        raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) to label")
     anchors = Anchors(model)
     dlib_m = dlib_member_for(dlib_model, teacher.box_coef)
     mesh_m = MeshMember()
@@ -384,9 +385,7 @@ def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, ech
         chunk = files[i:i + 256]
         imgs, anch, names, given = [], [], [], []
         for f in chunk:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"{f}: unreadable image; remove or replace it")
+            img = read_image(f)
             pts_file = f.with_suffix(".pts")
             g = read_pts(pts_file) if pts_file.exists() else None
             a = anchors(img, g)
