@@ -111,7 +111,7 @@ def test_an_exported_model_reads_back_into_a_checkpoint_that_predicts_the_same(t
     for f in ("ibug68.onnx", "ibug68.json"):
         shutil.copy(root / f, src / f)
     out = tmp_path / "ck" / "fast.pt"
-    rep = checkpoint_from_onnx(src / "ibug68.onnx", out, data=DATA / "300w", limit=64, echo=lambda m: None,
+    rep = checkpoint_from_onnx(src / "ibug68.onnx", out, data=DATA / "300w", limit=64,
                                command="fkp-train import-onnx x --out y")
     assert rep["max_diff_px_vs_graph"] < 0.01 and rep["bn_images"] == 64
     chain = json.loads((out.parent / "task.json").read_text())

@@ -380,7 +380,7 @@ def import_onnx_command(model, out, data):
 
     with _user_errors():
         cmd = shlex.join(["fkp-train", "import-onnx"] + sys.argv[2:])
-        r = checkpoint_from_onnx(model, out, data=data, echo=lambda m: None, command=cmd)
+        r = checkpoint_from_onnx(model, out, data=data, command=cmd)
     click.echo(json.dumps(r))
 
 

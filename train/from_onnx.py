@@ -148,7 +148,7 @@ def recalibrate(model: nn.Module, batches) -> int:
 
 
 def checkpoint_from_onnx(onnx_path: str | Path, out: str | Path, data: str | Path | None = None,
-                         limit: int = 512, echo=print, command: str = "") -> dict:
+                         limit: int = 512, command: str = "") -> dict:
     """Read an exported model (ONNX + its card) into a checkpoint at `out` that `fkp-train fit
     --init` takes. With `data` (the task's dataset) the BatchNorms get the statistics of up to
     `limit` training crops. Returns a report: layers read, images seen, largest difference (input
@@ -197,5 +197,4 @@ def checkpoint_from_onnx(onnx_path: str | Path, out: str | Path, data: str | Pat
     report = {"onnx": str(onnx_path), "out": str(out), "net": task.net, "size": list(task.size),
               "bn_images": seen, "max_diff_px_vs_graph": round(diff_px, 4),
               "graph_wraps_net": bool(card.get("description", "").count("inside the graph"))}
-    echo(json.dumps(report))
     return report

@@ -49,12 +49,13 @@ class DlibMember:
     """dlib's predictor on the upright view, from a box that `box_coef` predicts from the anchor."""
 
     def __init__(self, model_path: str | Path, box_coef: np.ndarray | None = None):
+        from .eval_runtime import load_dlib
+
+        self.path = str(model_path)
+        self.hog, self.predictor = load_dlib(self.path)  # the clear errors for a missing dlib or a wrong file
         import dlib
 
         self.dlib = dlib
-        self.path = str(model_path)
-        self.predictor = dlib.shape_predictor(self.path)
-        self.hog = dlib.get_frontal_face_detector()
         self.box_coef = box_coef
 
     def hog_box(self, view_grey: np.ndarray) -> np.ndarray | None:
@@ -117,17 +118,8 @@ class Readings:
     dlib: np.ndarray  # (F, 68, 2) dlib from the predicted box (NaN until a box model exists)
     mesh: np.ndarray  # (F, 468, 2), NaN where Face Mesh found no face
 
-    def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, views=np.array([[c.cx, c.cy, c.side, c.angle] for c in self.views]),
-                            anchor=self.anchor, hog=self.hog, dlib=self.dlib, mesh=self.mesh)
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Readings":
-        z = np.load(path)
-        return cls([Crop(*map(float, v)) for v in z["views"]], z["anchor"], z["hog"], z["dlib"], z["mesh"])
-
-
-def read_members(images, anchors, dlib_member: DlibMember | None, mesh_member: MeshMember | None,
+def read_members(images, anchors, dlib_member: DlibMember, mesh_member: MeshMember,
                  echo=None, hog: bool = False) -> Readings:
     """Each face's upright view from its anchor (frame pixels), and the dlib and mesh readings of it
     (dlib's once it has a box model); with `hog`, the box dlib's own detector draws too."""
@@ -140,15 +132,11 @@ def read_members(images, anchors, dlib_member: DlibMember | None, mesh_member: M
         bgr = warp(img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), v, VIEW,
                    border=cv2.BORDER_REPLICATE)
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        if dlib_member is not None:
-            hb = dlib_member.hog_box(grey) if hog else None
-            boxes.append(hb if hb is not None else np.full(4, np.nan))
-            dl.append(dlib_member.read(grey, dlib_member.box_from_anchor(au)) if dlib_member.box_coef is not None
-                      else np.full((68, 2), np.nan))
-        else:
-            boxes.append(np.full(4, np.nan))
-            dl.append(np.full((68, 2), np.nan))
-        m = mesh_member.read(bgr) if mesh_member is not None else None
+        hb = dlib_member.hog_box(grey) if hog else None
+        boxes.append(hb if hb is not None else np.full(4, np.nan))
+        dl.append(dlib_member.read(grey, dlib_member.box_from_anchor(au)) if dlib_member.box_coef is not None
+                  else np.full((68, 2), np.nan))
+        m = mesh_member.read(bgr)
         mesh.append(m if m is not None else np.full((468, 2), np.nan))
         if echo and (i + 1) % 200 == 0:
             echo(f"read {i + 1} faces")
@@ -187,16 +175,13 @@ class Teacher:
         parts = {"net": r.anchor, "dlib": r.dlib, "mesh": self.mesh_points(r.mesh)}
         return np.stack([parts[m] for m in self.members], axis=1)
 
-    def combine(self, r: Readings) -> np.ndarray:
-        """The weighted reading, (F, 68, 2) view fractions; a missing member's weight goes to the
-        others in proportion."""
-        return combine(self.stack(r), self.weights)
-
     def to_frame(self, r: Readings, uv: np.ndarray) -> np.ndarray:
         return np.array([_to_frame(u, v) for u, v in zip(uv, r.views)])
 
 
 def combine(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted reading of a `Teacher.stack`, (F, 68, 2) view fractions; a missing member's
+    weight goes to the others in proportion."""
     ok = np.isfinite(stack).all(axis=-1)  # (F, M, 68)
     w = weights.T[None] * ok  # (F, M, 68)
     w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
@@ -257,12 +242,11 @@ def default_dlib_model() -> Path | None:
 
 
 def dlib_member_for(model_path, box_coef=None) -> DlibMember:
-    from .eval_runtime import DlibUnavailable, load_dlib
+    from .eval_runtime import DlibUnavailable
 
     path = model_path or default_dlib_model()
     if path is None:
         raise DlibUnavailable("no dlib model: `pip install dlib-bin face_recognition_models`, or give --dlib-model")
-    load_dlib(path)  # the clear errors for a missing dlib or a wrong file
     return DlibMember(path, box_coef)
 
 
@@ -400,8 +384,8 @@ def label_folder(teacher: Teacher, model: str, source, out, dlib_model=None, ech
         uv = combine(stack, teacher.weights)
         iod = _iod_uv(uv)
         for k, f in enumerate(names):
-            counts["dlib_read"] += int(np.isfinite(stack[k, 1]).all())
-            counts["mesh_read"] += int(np.isfinite(stack[k, 2]).all())
+            counts["dlib_read"] += int(np.isfinite(stack[k, teacher.members.index("dlib")]).all())
+            counts["mesh_read"] += int(np.isfinite(stack[k, teacher.members.index("mesh")]).all())
             gap = float(np.linalg.norm(uv[k] - r.anchor[k], axis=-1).mean() / iod[k])
             if not np.isfinite(gap) or gap > max_disagreement:
                 counts["disagree"] += 1
