@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fkp_live.crop import crop_from_points
+
 MANIFEST = "pseudo_labels.json"
 
 
@@ -25,7 +27,6 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
     teacher's agreement with the source's labels (NME, and NME once each point's mean offset is
     removed: what a convention difference cannot explain). `command`: how this was run, recorded
     so that a student's card can name it."""
-    from fkp_live.crop import crop_from_points
     from fkp_live.track.landmarker import Landmarker
 
     from . import metrics
@@ -48,12 +49,7 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
         pictures = [image_for(p) for p in chunk]
         images = [read_image(f, grey) for f in pictures]
         given = [read_pts(p) for p in chunk]
-        pts = list(given)
-        for _ in range(2):  # from the given points' box, then from the teacher's own points
-            crops = [crop_from_points(p, schema, card.crop_scale, card.crop_rotate) for p in pts]
-            batch_in = np.concatenate([lm.prepare(img, [c]) for img, c in zip(images, crops)])
-            uv, _ = lm.run(batch_in)
-            pts = [c.to_frame(u) for c, u in zip(crops, uv)]
+        pts = read_from_points(lm, images, given)
         for p, img, g, q in zip(chunk, pictures, given, pts):
             write_label(out / p.relative_to(source), img, q)
             theirs.append(g)
@@ -74,6 +70,18 @@ def pseudo_label(model: str | Path, source: str | Path, out: str | Path, batch: 
     }
     (out / MANIFEST).write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def read_from_points(lm, images, points, passes: int = 2) -> list[np.ndarray]:
+    """Each image's face read by Landmarker `lm` from the crop its given points make, then again
+    from the crop of that reading (`passes` reads in all); frame pixels."""
+    schema, card = lm.schema, lm.card
+    pts = [np.asarray(p, np.float64) for p in points]
+    for _ in range(passes):
+        crops = [crop_from_points(p, schema, card.crop_scale, card.crop_rotate) for p in pts]
+        uv, _ = lm.run(np.concatenate([lm.prepare(img, [c]) for img, c in zip(images, crops)]))
+        pts = [c.to_frame(u) for c, u in zip(crops, uv)]
+    return pts
 
 
 def write_label(dst: Path, image: Path, points: np.ndarray) -> None:

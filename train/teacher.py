@@ -266,13 +266,9 @@ class Anchors:
             return np.asarray(faces[0].raw, np.float64)
         if given is None:
             return None
-        lm = self.tracker.landmarker
-        pts = np.asarray(given, np.float64)
-        for _ in range(2):
-            crop = crop_from_points(pts, lm.schema, lm.card.crop_scale, lm.card.crop_rotate)
-            uv, _ = lm.run(lm.prepare(image, [crop]))
-            pts = crop.to_frame(uv[0]).astype(np.float64)
-        return pts
+        from .pseudo_label import read_from_points
+
+        return np.asarray(read_from_points(self.tracker.landmarker, [image], [given])[0], np.float64)
 
 
 def read_dlib(images, r: Readings, member: DlibMember) -> None:
