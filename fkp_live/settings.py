@@ -26,9 +26,7 @@ from pathlib import Path
 from .io import DEFAULT_PRESET
 from .track.smooth import DEFAULT_STRENGTH
 
-DEFAULT_DRAW = "points,contours,ids"
 DEFAULT_CROP_SIZE = 112
-IBUG68_POINTS = 68  # pose, eyes and mouth read the iBUG 68 points
 
 
 class SettingsError(ValueError):
@@ -70,7 +68,7 @@ class RunSettings:
     mp4_preset: str = DEFAULT_PRESET
     mp4_crf: int = 20
     mp4_threads: int | None = None  # x264 threads (None: one for small frames, else x264's choice)
-    draw: str | None = DEFAULT_DRAW  # overlay layers on the pictures (MP4, window)
+    draw: str | None = None  # overlay layers on the pictures (MP4, window); None: render.draw's defaults
     csv: str | None = None
     jsonl: str | None = None
     crops: str | None = None
@@ -190,16 +188,20 @@ class RunSettings:
     def check_model(self, schema) -> None:
         """Analysis, and the pose layer named in --draw, need a 68-point iBUG model."""
         named_pose = "pose" in {t.strip().lower() for t in (self.draw or "").split(",")}
-        if schema.n != IBUG68_POINTS and (self.kinds or named_pose):
+        from .analysis.analyser import reads_ibug68
+
+        if not reads_ibug68(schema) and (self.kinds or named_pose):
             why = "--analysis" if self.kinds else "--draw pose"
             raise SettingsError(f"{why} needs a 68-point iBUG model; {schema.name} has {schema.n} points")
 
     def analysis_wanted(self, schema, shown: bool) -> set:
         """The kinds the faces must carry: those asked for, and pose where a shown picture (window,
         MP4) draws the pose layer ('all' draws pose only where the model can give it)."""
+        from .analysis.analyser import reads_ibug68
+
         self.check_model(schema)
         wanted = set(self.kinds)
-        if shown and "pose" in self.layers and schema.n == IBUG68_POINTS:
+        if shown and "pose" in self.layers and reads_ibug68(schema):
             wanted.add("pose")
         return wanted
 

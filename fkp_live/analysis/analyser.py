@@ -199,9 +199,14 @@ class Analyser:
         self.state.reset()
 
 
+def reads_ibug68(schema) -> bool:
+    """Whether a model's points are the iBUG 68, which pose, eyes and mouth read."""
+    return getattr(schema, "n", None) == 68
+
+
 def require_ibug68(schema) -> None:
     """Pose, eyes and mouth read the iBUG 68 points: other schemes cannot be analysed."""
-    if getattr(schema, "n", None) != 68:
+    if not reads_ibug68(schema):
         raise ValueError(f"head pose, eye and mouth analysis need a 68-point iBUG model; "
                          f"this model gives {getattr(schema, 'name', schema)} points")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .common import FkpCommand
+from .common import FkpCommand, setup_logging
 from .common import fail as _fail
 
 log = logging.getLogger("fkp_live")
@@ -63,15 +63,6 @@ class MorphCommand(FkpCommand):
     """fkp-live's conventions (fkp_live.commands.common); bad input found while working stands alone."""
 
     plain_errors = (MorphInputError,)
-
-
-def _setup_logging(verbose: int) -> None:
-    if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("fkp-live: %(message)s"))
-        log.addHandler(h)
-        log.propagate = False
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _guard(body, verbose: int):
@@ -260,7 +251,7 @@ def morph(images, output, frames, fps, hold, gif, gif_width, midway, warp_frac, 
     cross-dissolved.
     """
     o = dict(locals())
-    _setup_logging(verbose)
+    setup_logging(verbose)
     return _guard(lambda: _morph(o), verbose)
 
 
@@ -442,7 +433,7 @@ def _size(text: str) -> tuple[int, int]:
 def average(folder, output, save_mean, size_text, limit, use_pts, model, device, verbose):
     """The mean face of the pictures in a folder (and its mean shape, for caricatures)."""
     o = dict(locals())
-    _setup_logging(verbose)
+    setup_logging(verbose)
     return _guard(lambda: _average(o), verbose)
 
 
